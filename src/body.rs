@@ -1,0 +1,274 @@
+//! [`SseBody`]: the response body of an event stream.
+//!
+//! It polls the stream's [`Subscription`] and a keep-alive timer, and yields:
+//!
+//! - the encoded events, several together when several were waiting (up to 64 KiB), so the
+//!   server writes once per batch instead of once per event;
+//! - a `:` comment line when nothing was sent for the keep-alive interval, so proxies and
+//!   browsers keep the connection open;
+//! - a `: lagged by N events` comment when the subscriber fell behind (see
+//!   [`LagPolicy`](crate::LagPolicy));
+//!
+//! and ends when the broker closes (after the events already published) or a lagging
+//! subscriber is disconnected. Dropping the body (the client went away) drops the subscription,
+//! which unsubscribes at once.
+//!
+//! The same type also carries the short plain-text bodies of error responses, so that every
+//! response of [`SseService`](crate::SseService) has one body type.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::broker::{Delivery, Subscription};
+
+/// The most bytes of waiting events sent in one frame.
+const MAX_FRAME: usize = 64 * 1024;
+
+pin_project! {
+    /// The body of an event-stream response (or of a short error response).
+    ///
+    /// Built by [`SseService`](crate::SseService); see the [module docs](crate::body).
+    ///
+    /// ```
+    /// use http_body::Body;
+    /// use tower_sse::SseBody;
+    ///
+    /// let body = SseBody::from("not found");
+    /// assert_eq!(body.size_hint().exact(), Some(9));
+    /// ```
+    pub struct SseBody {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Stream {
+            subscription: Subscription,
+            keep_alive: Option<Duration>,
+            // When the next keep-alive is due. Moved forward on every frame; the timer is
+            // only re-armed when it fires early, so a busy stream never touches the timer.
+            due: Instant,
+            // Boxed, so the body stays `Unpin` and easy to use; made on the first idle poll.
+            timer: Option<Pin<Box<Sleep>>>,
+            ended: bool,
+        },
+        Full {
+            data: Option<Bytes>,
+        },
+    }
+}
+
+impl SseBody {
+    pub(crate) fn stream(subscription: Subscription, keep_alive: Option<Duration>) -> SseBody {
+        let due = keep_alive.map_or_else(far_future, |every| Instant::now() + every);
+        SseBody {
+            kind: Kind::Stream {
+                subscription,
+                keep_alive,
+                due,
+                timer: None,
+                ended: false,
+            },
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    // About 30 years, as tokio's own `Instant::far_future`.
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
+impl From<Bytes> for SseBody {
+    fn from(data: Bytes) -> Self {
+        SseBody {
+            kind: Kind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl From<&'static str> for SseBody {
+    fn from(data: &'static str) -> Self {
+        SseBody::from(Bytes::from_static(data.as_bytes()))
+    }
+}
+
+impl From<String> for SseBody {
+    fn from(data: String) -> Self {
+        SseBody::from(Bytes::from(data))
+    }
+}
+
+impl fmt::Debug for SseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Stream { subscription, .. } => f
+                .debug_struct("SseBody")
+                .field("subscription", subscription)
+                .finish(),
+            Kind::Full { data } => f.debug_struct("SseBody").field("data", data).finish(),
+        }
+    }
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.project().kind.project() {
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Stream {
+                subscription,
+                keep_alive,
+                due,
+                timer,
+                ended,
+            } => {
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                let bytes = match subscription.poll_delivery(cx, MAX_FRAME) {
+                    Poll::Ready(Some(Delivery::Events(bytes))) => bytes,
+                    Poll::Ready(Some(Delivery::Lagged(missed))) => {
+                        Bytes::from(format!(": lagged by {missed} events\n\n"))
+                    }
+                    Poll::Ready(None) => {
+                        *ended = true;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => {
+                        let Some(every) = *keep_alive else {
+                            return Poll::Pending;
+                        };
+                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*due)));
+                        if timer.deadline() != *due {
+                            timer.as_mut().reset(*due);
+                        }
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        *due = Instant::now() + every;
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b":\n\n")))));
+                    }
+                };
+                if let Some(every) = keep_alive {
+                    *due = Instant::now() + *every;
+                }
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Stream { ended, .. } => *ended,
+            Kind::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Stream { .. } => SizeHint::default(),
+            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
+
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Broker, Event};
+    use http_body_util::BodyExt;
+
+    fn body(broker: &Broker, keep_alive: Option<Duration>) -> SseBody {
+        let channels = broker.channel_rules().parse_query(None).unwrap();
+        SseBody::stream(broker.subscribe(&channels).unwrap(), keep_alive)
+    }
+
+    #[test]
+    fn send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SseBody>();
+        fn assert_unpin<T: Unpin>() {}
+        assert_unpin::<SseBody>();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_after_idle_time_only() {
+        let broker = Broker::new();
+        let mut body = body(&broker, Some(Duration::from_secs(15)));
+        let start = Instant::now();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), ":\n\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+
+        // An event resets the idle time.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        broker.publish("sse", Event::default().data("x")).await.unwrap();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "data: x\nid: 1\n\n");
+        let sent = Instant::now();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), ":\n\n");
+        assert_eq!(sent.elapsed(), Duration::from_secs(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_keep_alive_when_disabled() {
+        let broker = Broker::new();
+        let mut body = body(&broker, None);
+        let res = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(res.is_err());
+    }
+
+    #[tokio::test]
+    async fn ends_when_broker_closes() {
+        let broker = Broker::new();
+        let mut body = body(&broker, Some(Duration::from_secs(15)));
+        broker.publish("sse", Event::default().data("x")).await.unwrap();
+        broker.close();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn lag_comment_then_end() {
+        let broker = Broker::builder().buffer(1).build();
+        let mut body = body(&broker, None);
+        for _ in 0..3 {
+            broker.publish("sse", Event::default()).await.unwrap();
+        }
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), ": lagged by 2 events\n\n");
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn full_body() {
+        let mut body = SseBody::from("bad channel");
+        assert!(!body.is_end_stream());
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "bad channel");
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
+    }
+}

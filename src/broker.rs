@@ -1,0 +1,1001 @@
+//! [`Broker`]: the registry of channels, publish and subscribe.
+//!
+//! The broker holds a [`DashMap`] from channel name to that channel's broadcaster. A
+//! broadcaster is one ring of the channel's latest encoded events plus a wake-up slot per
+//! subscriber; a subscriber is just a position in the ring. So one publish costs one encoding,
+//! one push and one wake-up per waiting subscriber, whatever the number of subscribers, and a
+//! subscriber costs a few words, not a queue.
+//!
+//! # Ids and ordering
+//!
+//! Every published event gets a sequence number from one counter per broker, so "newer than"
+//! means the same thing on every channel. The id a client sees is the publisher's
+//! ([`Event::id`]) or, without one, the sequence number in decimal. A stream over several
+//! channels delivers their events in sequence order, and never delivers an event before all
+//! older events of its channels: so the last id a client saw is a clean point to resume from.
+//!
+//! # Slow subscribers
+//!
+//! Each channel keeps its last `max(buffer, history)` events ([`BrokerBuilder::buffer`], default
+//! 256; [`BrokerBuilder::history`], default 0). A subscriber that falls further behind than that
+//! never holds up the publisher or anyone else: the events it missed are simply gone from the
+//! ring. What happens to it is the [`LagPolicy`]: by default it is disconnected (its stream ends
+//! after a `: lagged` comment, and an `EventSource` reconnects with `Last-Event-ID`); with
+//! [`LagPolicy::Skip`] it jumps to the oldest event still kept and goes on.
+//!
+//! # Memory
+//!
+//! A channel's entry exists while it has subscribers, or while it keeps history (then the
+//! [history limit](BrokerBuilder::history_channels) bounds how many idle channels stay). With
+//! history off, the entry goes when its last subscriber leaves, so a churn of channel names
+//! can't grow memory.
+//!
+//! # Shutdown
+//!
+//! [`Broker::close`] refuses further publishes and ends every stream once it has delivered the
+//! events already published.
+
+use std::{
+    collections::VecDeque,
+    error::Error as StdError,
+    fmt,
+    future::poll_fn,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, PoisonError,
+    },
+    task::{Context, Poll, Waker},
+};
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use slab::Slab;
+
+use crate::{
+    channel::{ChannelError, ChannelRules, Channels},
+    event::{Event, EventError},
+};
+
+/// What happens to a subscriber that falls more than the buffer behind.
+///
+/// ```
+/// use tower_sse::{Broker, LagPolicy};
+///
+/// let broker = Broker::builder().lag_policy(LagPolicy::Skip).build();
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LagPolicy {
+    /// End its stream, after a `: lagged by N events` comment (the default, as flask-queue-sse
+    /// drops a listener whose queue is full). A browser reconnects and, with history on,
+    /// resumes from its `Last-Event-ID`.
+    #[default]
+    Disconnect,
+    /// Skip to the oldest event still kept, after a `: lagged by N events` comment, and go on.
+    Skip,
+}
+
+/// Settings of a [`Broker`]; from [`Broker::builder`].
+///
+/// ```
+/// use tower_sse::Broker;
+///
+/// let broker = Broker::builder().buffer(1024).history(100).build();
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BrokerBuilder {
+    buffer: usize,
+    history: usize,
+    history_channels: usize,
+    lag_policy: LagPolicy,
+    rules: ChannelRules,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        BrokerBuilder {
+            buffer: 256,
+            history: 0,
+            history_channels: 10_000,
+            lag_policy: LagPolicy::Disconnect,
+            rules: ChannelRules::default(),
+        }
+    }
+}
+
+impl BrokerBuilder {
+    /// How many events a subscriber may fall behind before the [`LagPolicy`] applies (default
+    /// 256, at least 1). The events are shared by all subscribers of a channel, so this costs
+    /// memory per channel, not per subscriber.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().buffer(16).build();
+    /// ```
+    pub fn buffer(mut self, events: usize) -> Self {
+        self.buffer = events.max(1);
+        self
+    }
+
+    /// How many past events each channel keeps for resuming with `Last-Event-ID` (default 0:
+    /// off). A channel with history stays after its last subscriber leaves.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().history(1000).build();
+    /// ```
+    pub fn history(mut self, events: usize) -> Self {
+        self.history = events;
+        self
+    }
+
+    /// With history on, how many channels without subscribers may keep their history
+    /// (default 10,000). Past it, publishing to a new channel with no subscribers forgets the
+    /// history of idle channels, so a churn of channel names can't grow memory without bound.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().history(100).history_channels(500).build();
+    /// ```
+    pub fn history_channels(mut self, channels: usize) -> Self {
+        self.history_channels = channels;
+        self
+    }
+
+    /// What happens to a subscriber that falls behind (default [`LagPolicy::Disconnect`]).
+    ///
+    /// ```
+    /// # use tower_sse::{Broker, LagPolicy};
+    /// let broker = Broker::builder().lag_policy(LagPolicy::Skip).build();
+    /// ```
+    pub fn lag_policy(mut self, policy: LagPolicy) -> Self {
+        self.lag_policy = policy;
+        self
+    }
+
+    /// The rules channel names must follow, checked on publish (default
+    /// [`ChannelRules::default`]).
+    ///
+    /// ```
+    /// # use tower_sse::{Broker, ChannelRules};
+    /// let broker = Broker::builder().channel_rules(ChannelRules::default().max_len(64)).build();
+    /// ```
+    pub fn channel_rules(mut self, rules: ChannelRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Builds an in-process broker.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().build();
+    /// assert_eq!(broker.channel_count(), 0);
+    /// ```
+    pub fn build(self) -> Broker {
+        Broker {
+            inner: Arc::new(Inner {
+                channels: DashMap::new(),
+                sequencer: Mutex::new(0),
+                watermark: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                capacity: self.buffer.max(self.history),
+                config: self,
+            }),
+        }
+    }
+}
+
+/// The channel registry: publish events to channels, subscribe streams to them.
+///
+/// Cheap to clone (an `Arc`); every clone is the same broker. See the [module
+/// docs](crate::broker) for ordering, slow subscribers and memory.
+///
+/// ```
+/// use tower_sse::{Broker, Event};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_sse::PublishError> {
+/// let broker = Broker::new();
+/// let channels = broker.channel_rules().parse_query(Some("channel=news")).unwrap();
+/// let mut subscription = broker.subscribe(&channels)?;
+///
+/// let id = broker.publish("news", Event::default().data("hi")).await?;
+/// assert_eq!(id, "1");
+/// assert_eq!(subscription.recv().await.unwrap(), "data: hi\nid: 1\n\n");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channels: DashMap<Arc<str>, Arc<Channel>>,
+    /// The last sequence number given out. Held while an event is put in its ring, so events
+    /// enter the rings in sequence order.
+    sequencer: Mutex<u64>,
+    /// Every event up to this sequence number is in its ring. Readers take only those, which
+    /// keeps streams over several channels in sequence order.
+    watermark: AtomicU64,
+    closed: AtomicBool,
+    capacity: usize,
+    config: BrokerBuilder,
+}
+
+struct Channel {
+    state: Mutex<ChannelState>,
+}
+
+struct ChannelState {
+    ring: VecDeque<Arc<Entry>>,
+    /// Ring position of `ring[0]`; positions count every event the channel ever had.
+    head: u64,
+    /// One slot per subscriber: the waker to call on the next publish.
+    wakers: Slab<Option<Waker>>,
+}
+
+/// One published event, encoded once and shared by every subscriber.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    /// The publisher's id; `None` when the id is `seq`.
+    pub(crate) id: Option<Box<str>>,
+    pub(crate) bytes: Bytes,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker::new()
+    }
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("channels", &self.inner.channels.len())
+            .field("closed", &self.is_closed())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; if something ever did, the data is still
+    // consistent (every update is a single push or remove), so go on.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Broker {
+    /// An in-process broker with the default settings (buffer 256, no history, disconnect
+    /// laggards).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// ```
+    pub fn new() -> Broker {
+        Broker::builder().build()
+    }
+
+    /// A builder to change the settings.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::builder().buffer(64).build();
+    /// ```
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// The channel rules this broker checks names against.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert!(broker.channel_rules().check_name("news").is_ok());
+    /// ```
+    pub fn channel_rules(&self) -> &ChannelRules {
+        &self.inner.config.rules
+    }
+
+    /// Publishes `event` to `channel` and returns the event's id: the publisher's, or the
+    /// sequence number assigned.
+    ///
+    /// The event is encoded once, here; every subscriber gets the same bytes. Publishing to a
+    /// channel nobody listens to (and without history) delivers nothing and still succeeds, as
+    /// with flask-sse.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Event`] for an invalid event, [`PublishError::Channel`] for an invalid
+    /// channel name, [`PublishError::Closed`] after [`Broker::close`]. On error nothing is
+    /// published.
+    ///
+    /// ```
+    /// # use tower_sse::{Broker, Event, PublishError, EventError};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broker = Broker::new();
+    /// assert_eq!(broker.publish("sse", Event::default().id("a")).await.unwrap(), "a");
+    /// assert_eq!(broker.publish("sse", Event::default()).await.unwrap(), "2");
+    /// assert!(matches!(
+    ///     broker.publish("sse", Event::default().id("\n")).await,
+    ///     Err(PublishError::Event(EventError::Id))
+    /// ));
+    /// # }
+    /// ```
+    pub async fn publish(&self, channel: &str, event: Event) -> Result<String, PublishError> {
+        self.publish_local(channel, &event)
+    }
+
+    fn publish_local(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
+        self.inner.config.rules.check_name(channel)?;
+        event.validate()?;
+        let inner = &*self.inner;
+        let wakers;
+        let id;
+        {
+            let mut last = lock(&inner.sequencer);
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(PublishError::Closed);
+            }
+            let seq = *last + 1;
+            let entry = match event.get_id() {
+                Some(given) => {
+                    id = given.to_owned();
+                    Entry {
+                        seq,
+                        bytes: event.encode(Some(given)),
+                        id: Some(given.into()),
+                    }
+                }
+                None => {
+                    id = seq.to_string();
+                    Entry {
+                        seq,
+                        bytes: event.encode(Some(&id)),
+                        id: None,
+                    }
+                }
+            };
+            wakers = self.deliver(channel, entry);
+            *last = seq;
+        }
+        wake_all(wakers);
+        Ok(id)
+    }
+
+    /// Puts `entry` in its channel's ring and advances the watermark. The caller holds the
+    /// sequencer, so entries arrive in sequence order; it wakes the returned wakers after
+    /// releasing it.
+    fn deliver(&self, name: &str, entry: Entry) -> Vec<Waker> {
+        let inner = &*self.inner;
+        let seq = entry.seq;
+        let wakers = if inner.config.history > 0 {
+            if !inner.channels.contains_key(name) {
+                self.evict_idle_history();
+            }
+            let channel = inner
+                .channels
+                .entry(Arc::from(name))
+                .or_insert_with(|| Arc::new(Channel::new(inner.capacity)));
+            channel.push(entry, inner.capacity, &inner.watermark)
+        } else {
+            match inner.channels.get(name) {
+                Some(channel) => channel.push(entry, inner.capacity, &inner.watermark),
+                None => Vec::new(),
+            }
+        };
+        // Without a ring to put it in, the event still counts as delivered.
+        inner.watermark.fetch_max(seq, Ordering::Release);
+        wakers
+    }
+
+    /// Keeps idle channels with history under the configured count.
+    fn evict_idle_history(&self) {
+        let inner = &*self.inner;
+        if inner.channels.len() < inner.config.history_channels {
+            return;
+        }
+        let idle = inner
+            .channels
+            .iter()
+            .filter(|c| lock(&c.state).wakers.is_empty())
+            .count();
+        if idle >= inner.config.history_channels {
+            inner
+                .channels
+                .retain(|_, channel| !lock(&channel.state).wakers.is_empty());
+        }
+    }
+
+    /// Subscribes to `channels`, starting with the next event published.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Closed`] after [`Broker::close`].
+    ///
+    /// ```
+    /// # let broker = tower_sse::Broker::new();
+    /// let channels = broker.channel_rules().parse_query(Some("channel=a,b")).unwrap();
+    /// let subscription = broker.subscribe(&channels).unwrap();
+    /// assert_eq!(broker.subscriber_count("a"), 1);
+    /// drop(subscription);
+    /// assert_eq!(broker.subscriber_count("a"), 0);
+    /// ```
+    pub fn subscribe(&self, channels: &Channels) -> Result<Subscription, PublishError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed);
+        }
+        let cursors = channels
+            .names()
+            .iter()
+            .map(|name| {
+                // The entry guard holds the shard lock while the slot is taken, so the channel
+                // can't be removed in between (removal takes the same lock).
+                let entry = inner
+                    .channels
+                    .entry(name.clone())
+                    .or_insert_with(|| Arc::new(Channel::new(inner.capacity)));
+                let channel = entry.value().clone();
+                let (slot, pos) = {
+                    let mut state = lock(&channel.state);
+                    (state.wakers.insert(None), state.head + state.ring.len() as u64)
+                };
+                drop(entry);
+                Cursor {
+                    name: name.clone(),
+                    channel,
+                    pos,
+                    slot,
+                }
+            })
+            .collect();
+        Ok(Subscription {
+            broker: self.clone(),
+            cursors,
+            scratch: Vec::new(),
+            done: false,
+        })
+    }
+
+    /// Ends every stream, once it has delivered the events already published, and refuses
+    /// new publishes and subscriptions. Call it on graceful shutdown.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let broker = tower_sse::Broker::new();
+    /// let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// let mut subscription = broker.subscribe(&channels).unwrap();
+    /// broker.close();
+    /// assert!(subscription.recv().await.is_none());
+    /// # }
+    /// ```
+    pub fn close(&self) {
+        let inner = &*self.inner;
+        {
+            // Under the sequencer, so no publish is half done.
+            let _last = lock(&inner.sequencer);
+            inner.closed.store(true, Ordering::Release);
+        }
+        for channel in inner.channels.iter() {
+            let wakers = channel.take_wakers();
+            wake_all(wakers);
+        }
+    }
+
+    /// Whether [`Broker::close`] was called.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert!(!broker.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// How many subscribers `channel` has now.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert_eq!(broker.subscriber_count("sse"), 0);
+    /// ```
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.inner
+            .channels
+            .get(channel)
+            .map_or(0, |c| lock(&c.state).wakers.len())
+    }
+
+    /// How many channels have an entry now (subscribers or history).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert_eq!(broker.channel_count(), 0);
+    /// ```
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+}
+
+impl Channel {
+    fn new(capacity: usize) -> Channel {
+        Channel {
+            state: Mutex::new(ChannelState {
+                ring: VecDeque::with_capacity(capacity.min(64)),
+                head: 0,
+                wakers: Slab::new(),
+            }),
+        }
+    }
+
+    fn push(&self, entry: Entry, capacity: usize, watermark: &AtomicU64) -> Vec<Waker> {
+        let mut state = lock(&self.state);
+        if state.ring.len() == capacity {
+            state.ring.pop_front();
+            state.head += 1;
+        }
+        let seq = entry.seq;
+        state.ring.push_back(Arc::new(entry));
+        // Under the channel lock: a reader that sees this entry also sees the watermark.
+        watermark.fetch_max(seq, Ordering::Release);
+        take_wakers(&mut state)
+    }
+
+    fn take_wakers(&self) -> Vec<Waker> {
+        take_wakers(&mut lock(&self.state))
+    }
+}
+
+fn take_wakers(state: &mut ChannelState) -> Vec<Waker> {
+    state
+        .wakers
+        .iter_mut()
+        .filter_map(|(_, waker)| waker.take())
+        .collect()
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}
+
+/// One stream's place in each of its channels, from [`Broker::subscribe`].
+///
+/// Dropping it unsubscribes at once, and removes a channel left without subscribers (unless it
+/// keeps history).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use tower_sse::{Broker, Event};
+/// let broker = Broker::new();
+/// let channels = broker.channel_rules().parse_query(Some("channel=a")).unwrap();
+/// let mut subscription = broker.subscribe(&channels).unwrap();
+/// broker.publish("a", Event::default().data("1")).await.unwrap();
+/// broker.publish("a", Event::default().data("2")).await.unwrap();
+/// // Events that are waiting come together.
+/// assert_eq!(subscription.recv().await.unwrap(), "data: 1\nid: 1\n\ndata: 2\nid: 2\n\n");
+/// # }
+/// ```
+pub struct Subscription {
+    broker: Broker,
+    cursors: Vec<Cursor>,
+    /// Reused between polls: the entries taken, with the cursor each came from.
+    scratch: Vec<(usize, Arc<Entry>)>,
+    done: bool,
+}
+
+struct Cursor {
+    name: Arc<str>,
+    channel: Arc<Channel>,
+    /// Ring position of the next event to deliver.
+    pos: u64,
+    slot: usize,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field(
+                "channels",
+                &self.cursors.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+            )
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+/// What one poll of a subscription yields.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// Encoded events, several coalesced into one buffer when they were waiting together.
+    Events(Bytes),
+    /// The subscriber fell this many events behind; the [`LagPolicy`] was applied.
+    Lagged(u64),
+}
+
+impl Subscription {
+    /// Waits for the next events and returns them encoded, as a stream would send them; `None`
+    /// when the stream is over (broker closed, or this subscriber lagged with
+    /// [`LagPolicy::Disconnect`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tower_sse::{Broker, Event};
+    /// # let broker = Broker::new();
+    /// # let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// let mut subscription = broker.subscribe(&channels).unwrap();
+    /// broker.publish("sse", Event::default().data("x")).await.unwrap();
+    /// assert_eq!(subscription.recv().await.unwrap(), "data: x\nid: 1\n\n");
+    /// # }
+    /// ```
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        loop {
+            match poll_fn(|cx| self.poll_delivery(cx, 64 * 1024)).await? {
+                Delivery::Events(bytes) => return Some(bytes),
+                Delivery::Lagged(_) => continue,
+            }
+        }
+    }
+
+    /// Polls for the next delivery, coalescing up to `max_bytes` of waiting events (at least
+    /// one event, whatever its size).
+    pub(crate) fn poll_delivery(
+        &mut self,
+        cx: &mut Context<'_>,
+        max_bytes: usize,
+    ) -> Poll<Option<Delivery>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let inner = &*self.broker.inner;
+        loop {
+            let closed = inner.closed.load(Ordering::Acquire);
+            let watermark = inner.watermark.load(Ordering::Acquire);
+            let mut again = false;
+            let mut taken = std::mem::take(&mut self.scratch);
+            for (index, cursor) in self.cursors.iter_mut().enumerate() {
+                let mut state = lock(&cursor.channel.state);
+                if cursor.pos < state.head {
+                    let missed = state.head - cursor.pos;
+                    drop(state);
+                    self.scratch = taken;
+                    return Poll::Ready(Some(self.lagged(missed)));
+                }
+                let start = (cursor.pos - state.head) as usize;
+                let mut bytes = 0;
+                let before = taken.len();
+                for entry in state.ring.range(start..) {
+                    if entry.seq > watermark {
+                        // Published after we read the watermark: its publisher has already
+                        // taken the wakers, so poll again rather than wait.
+                        again = true;
+                        break;
+                    }
+                    if bytes >= max_bytes {
+                        break;
+                    }
+                    bytes += entry.bytes.len();
+                    taken.push((index, entry.clone()));
+                }
+                if taken.len() == before && !again {
+                    let slot = &mut state.wakers[cursor.slot];
+                    match slot {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => *slot = Some(cx.waker().clone()),
+                    }
+                }
+            }
+            if !taken.is_empty() {
+                let bytes = self.coalesce(&mut taken, max_bytes);
+                self.scratch = taken;
+                return Poll::Ready(Some(Delivery::Events(bytes)));
+            }
+            self.scratch = taken;
+            if again {
+                continue;
+            }
+            if closed {
+                self.done = true;
+                return Poll::Ready(None);
+            }
+            // Registered above; a close that raced with us took the wakers before we put ours,
+            // so look once more.
+            if inner.closed.load(Ordering::Acquire) {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Joins the taken entries in sequence order, up to `max_bytes`, and moves the cursors past
+    /// the ones sent.
+    fn coalesce(&mut self, taken: &mut Vec<(usize, Arc<Entry>)>, max_bytes: usize) -> Bytes {
+        if self.cursors.len() > 1 {
+            taken.sort_by_key(|(_, entry)| entry.seq);
+        }
+        let mut count = 0;
+        let mut len = 0;
+        for (_, entry) in taken.iter() {
+            if count > 0 && len + entry.bytes.len() > max_bytes {
+                break;
+            }
+            count += 1;
+            len += entry.bytes.len();
+        }
+        let bytes = if count == 1 {
+            taken[0].1.bytes.clone()
+        } else {
+            let mut buf = BytesMut::with_capacity(len);
+            for (_, entry) in &taken[..count] {
+                buf.extend_from_slice(&entry.bytes);
+            }
+            buf.freeze()
+        };
+        for (index, _) in taken.drain(..).take(count) {
+            self.cursors[index].pos += 1;
+        }
+        taken.clear();
+        bytes
+    }
+
+    fn lagged(&mut self, missed: u64) -> Delivery {
+        match self.broker.inner.config.lag_policy {
+            LagPolicy::Disconnect => self.done = true,
+            LagPolicy::Skip => {
+                for cursor in &mut self.cursors {
+                    let state = lock(&cursor.channel.state);
+                    cursor.pos = cursor.pos.max(state.head);
+                }
+            }
+        }
+        tracing::debug!(missed, policy = ?self.broker.inner.config.lag_policy, "subscriber lagged");
+        Delivery::Lagged(missed)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let inner = &*self.broker.inner;
+        for cursor in self.cursors.drain(..) {
+            let empty = {
+                let mut state = lock(&cursor.channel.state);
+                state.wakers.remove(cursor.slot);
+                state.wakers.is_empty()
+            };
+            if empty && inner.config.history == 0 {
+                // Checked again under the shard lock: a subscriber may have come meanwhile.
+                inner
+                    .channels
+                    .remove_if(&cursor.name, |_, c| lock(&c.state).wakers.is_empty());
+            }
+        }
+    }
+}
+
+/// Why a publish (or subscribe) failed. Nothing was published.
+///
+/// ```
+/// # use tower_sse::{Broker, Event, PublishError};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let broker = Broker::new();
+/// broker.close();
+/// let err = broker.publish("sse", Event::default()).await.unwrap_err();
+/// assert!(matches!(err, PublishError::Closed));
+/// assert_eq!(err.to_string(), "broker is closed");
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event can't be sent.
+    Event(EventError),
+    /// The channel name breaks the [`ChannelRules`].
+    Channel(ChannelError),
+    /// [`Broker::close`] was called.
+    Closed,
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::Event(err) => fmt::Display::fmt(err, f),
+            PublishError::Channel(err) => fmt::Display::fmt(err, f),
+            PublishError::Closed => f.write_str("broker is closed"),
+        }
+    }
+}
+
+impl StdError for PublishError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            PublishError::Event(err) => Some(err),
+            PublishError::Channel(err) => Some(err),
+            PublishError::Closed => None,
+        }
+    }
+}
+
+impl From<EventError> for PublishError {
+    fn from(err: EventError) -> Self {
+        PublishError::Event(err)
+    }
+}
+
+impl From<ChannelError> for PublishError {
+    fn from(err: ChannelError) -> Self {
+        PublishError::Channel(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_test::{assert_pending, assert_ready, task};
+
+    fn channels(broker: &Broker, q: &str) -> Channels {
+        broker.channel_rules().parse_query(Some(q)).unwrap()
+    }
+
+    fn publish(broker: &Broker, channel: &str, data: &str) -> String {
+        broker
+            .publish_local(channel, &Event::default().data(data))
+            .unwrap()
+    }
+
+    #[test]
+    fn send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Broker>();
+        assert_send_sync::<Subscription>();
+    }
+
+    #[test]
+    fn publish_wakes_a_waiting_subscriber() {
+        let broker = Broker::new();
+        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut recv = task::spawn(sub.recv());
+        assert_pending!(recv.poll());
+        publish(&broker, "a", "x");
+        assert!(recv.is_woken());
+        assert_eq!(assert_ready!(recv.poll()).unwrap(), "data: x\nid: 1\n\n");
+    }
+
+    #[test]
+    fn several_channels_in_sequence_order() {
+        let broker = Broker::new();
+        let mut sub = broker
+            .subscribe(&channels(&broker, "channel=a,b"))
+            .unwrap();
+        publish(&broker, "b", "1");
+        publish(&broker, "c", "not mine");
+        publish(&broker, "a", "2");
+        publish(&broker, "b", "3");
+        let bytes = task::spawn(sub.recv()).poll();
+        assert_eq!(
+            assert_ready!(bytes).unwrap(),
+            "data: 1\nid: 1\n\ndata: 2\nid: 3\n\ndata: 3\nid: 4\n\n"
+        );
+    }
+
+    #[test]
+    fn coalescing_stops_at_max_bytes() {
+        let broker = Broker::new();
+        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        for _ in 0..3 {
+            publish(&broker, "a", "0123456789");
+        }
+        let mut t = task::spawn(());
+        let first = t.enter(|cx, _| sub.poll_delivery(cx, 50));
+        match first {
+            Poll::Ready(Some(Delivery::Events(b))) => assert_eq!(b.len(), 2 * 24),
+            other => panic!("{other:?}"),
+        }
+        let second = t.enter(|cx, _| sub.poll_delivery(cx, 50));
+        match second {
+            Poll::Ready(Some(Delivery::Events(b))) => assert_eq!(b, "data: 0123456789\nid: 3\n\n"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn laggard_is_disconnected_without_holding_up_others() {
+        let broker = Broker::builder().buffer(2).build();
+        let mut slow = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut fast = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        for i in 0..5 {
+            publish(&broker, "a", &i.to_string());
+            assert!(assert_ready!(task::spawn(fast.recv()).poll()).is_some());
+        }
+        let mut t = task::spawn(());
+        match t.enter(|cx, _| slow.poll_delivery(cx, 1024)) {
+            Poll::Ready(Some(Delivery::Lagged(3))) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(assert_ready!(t.enter(|cx, _| slow.poll_delivery(cx, 1024))).is_none());
+    }
+
+    #[test]
+    fn laggard_skips_with_skip_policy() {
+        let broker = Broker::builder().buffer(2).lag_policy(LagPolicy::Skip).build();
+        let mut slow = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        for i in 0..5 {
+            publish(&broker, "a", &i.to_string());
+        }
+        // Lagged by 3, then the two kept.
+        assert_eq!(
+            assert_ready!(task::spawn(slow.recv()).poll()).unwrap(),
+            "data: 3\nid: 4\n\ndata: 4\nid: 5\n\n"
+        );
+    }
+
+    #[test]
+    fn last_subscriber_leaving_removes_the_channel() {
+        let broker = Broker::new();
+        let a1 = broker.subscribe(&channels(&broker, "channel=a,b")).unwrap();
+        let a2 = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        assert_eq!(broker.channel_count(), 2);
+        drop(a1);
+        assert_eq!(broker.channel_count(), 1);
+        assert_eq!(broker.subscriber_count("a"), 1);
+        drop(a2);
+        assert_eq!(broker.channel_count(), 0);
+        // Publishing to nobody creates nothing.
+        publish(&broker, "a", "x");
+        assert_eq!(broker.channel_count(), 0);
+    }
+
+    #[test]
+    fn idle_history_channels_are_bounded() {
+        let broker = Broker::builder().history(4).history_channels(10).build();
+        for i in 0..1000 {
+            publish(&broker, &format!("c{i}"), "x");
+        }
+        assert!(broker.channel_count() <= 10, "{}", broker.channel_count());
+    }
+
+    #[test]
+    fn close_delivers_what_was_published_then_ends() {
+        let broker = Broker::new();
+        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut waiting = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut wait = task::spawn(async {
+            let mut n = 0;
+            while waiting.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        });
+        assert_pending!(wait.poll());
+        publish(&broker, "a", "last");
+        broker.close();
+        assert!(matches!(
+            broker.publish_local("a", &Event::default()),
+            Err(PublishError::Closed)
+        ));
+        assert_eq!(assert_ready!(wait.poll()), 1);
+        assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_some());
+        assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_none());
+        assert!(broker.subscribe(&channels(&broker, "channel=a")).is_err());
+    }
+
+    #[test]
+    fn invalid_input_publishes_nothing() {
+        let broker = Broker::new();
+        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        assert!(broker
+            .publish_local("a", &Event::default().event("x\ny"))
+            .is_err());
+        assert!(broker.publish_local("", &Event::default()).is_err());
+        assert!(broker.publish_local("a b", &Event::default()).is_err());
+        assert_pending!(task::spawn(sub.recv()).poll());
+        // And the failed ones used no id.
+        assert_eq!(publish(&broker, "a", "ok"), "1");
+    }
+}

@@ -1,0 +1,241 @@
+//! [`SseService`]: the Tower service that answers a request with an event stream.
+//!
+//! For every request it reads the channel list (from the [`AccessLayer`](crate::AccessLayer)'s
+//! checked list when there is one, else from the query with [`ChannelRules`]), subscribes to
+//! those channels and answers at once with `200 OK` and a streaming [`SseBody`]:
+//!
+//! ```text
+//! content-type: text/event-stream
+//! cache-control: no-cache
+//! x-accel-buffering: no
+//! ```
+//!
+//! `x-accel-buffering: no` stops nginx from buffering the stream; `text/event-stream` is also
+//! the content type tower-http's compression skips by default, so events are never held back
+//! waiting for a compression block.
+//!
+//! The subscription exists before the response is returned, so a client that has the response
+//! headers misses no event published after that.
+
+use std::{
+    convert::Infallible,
+    future::{ready, Ready},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+
+use crate::{body::SseBody, broker::Broker, channel::ChannelRules, channel::Channels};
+
+/// A [`tower::Service`] that streams server-sent events from a [`Broker`]'s channels.
+///
+/// Clients choose channels with `?channel=` (repeatable, or comma-separated; default `sse`).
+/// Cheap to clone: a clone shares the broker. Never fails (`Error = Infallible`): a bad channel
+/// list is a `400 Bad Request` with the reason, a closed broker a `503 Service Unavailable`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse::{Broker, SseService};
+///
+/// let broker = Broker::new();
+/// let service = SseService::new(broker.clone()).keep_alive(Some(Duration::from_secs(30)));
+/// ```
+///
+/// Served with axum:
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use tower_sse::{Broker, SseService};
+///
+/// let broker = Broker::new();
+/// let app: Router = Router::new()
+///     .route_service("/stream", SseService::new(broker.clone()))
+///     .route("/", get(|| async { "hello" }));
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SseService {
+    broker: Broker,
+    keep_alive: Option<Duration>,
+    rules: ChannelRules,
+}
+
+impl SseService {
+    /// A service streaming from `broker`, with a keep-alive comment after 15 s of silence and
+    /// the broker's channel rules.
+    ///
+    /// ```
+    /// let service = tower_sse::SseService::new(tower_sse::Broker::new());
+    /// ```
+    pub fn new(broker: Broker) -> SseService {
+        let rules = broker.channel_rules().clone();
+        SseService {
+            broker,
+            keep_alive: Some(Duration::from_secs(15)),
+            rules,
+        }
+    }
+
+    /// How long a stream may be silent before a keep-alive comment is sent (default 15 s;
+    /// `None` sends none).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let service = tower_sse::SseService::new(tower_sse::Broker::new());
+    /// let service = service.keep_alive(Some(Duration::from_secs(5)));
+    /// ```
+    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
+        self.keep_alive = every;
+        self
+    }
+
+    /// The rules for the `channel` parameters (default: the broker's). Give an
+    /// [`AccessLayer`](crate::AccessLayer) in front the same rules.
+    ///
+    /// ```
+    /// # use tower_sse::ChannelRules;
+    /// # let service = tower_sse::SseService::new(tower_sse::Broker::new());
+    /// let service = service.channel_rules(ChannelRules::default().default_channel("news"));
+    /// ```
+    pub fn channel_rules(mut self, rules: ChannelRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The broker this service streams from.
+    ///
+    /// ```
+    /// # let broker = tower_sse::Broker::new();
+    /// let service = tower_sse::SseService::new(broker.clone());
+    /// assert_eq!(service.broker().channel_count(), broker.channel_count());
+    /// ```
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    fn respond<B>(&self, req: &Request<B>) -> Response<SseBody> {
+        let parsed;
+        let channels = match req.extensions().get::<Channels>() {
+            Some(checked) => checked,
+            None => match self.rules.parse_query(req.uri().query()) {
+                Ok(channels) => {
+                    parsed = channels;
+                    &parsed
+                }
+                Err(err) => return plain(StatusCode::BAD_REQUEST, err.to_string()),
+            },
+        };
+        let subscription = match self.broker.subscribe(channels) {
+            Ok(subscription) => subscription,
+            Err(err) => return plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+        };
+        tracing::debug!(channels = ?channels.iter().collect::<Vec<_>>(), "subscribe");
+        let mut res = Response::new(SseBody::stream(subscription, self.keep_alive));
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        res
+    }
+}
+
+/// A short `text/plain` response: the error bodies of this crate.
+pub(crate) fn plain<B: From<bytes::Bytes>>(status: StatusCode, reason: String) -> Response<B> {
+    let mut res = Response::new(B::from(bytes::Bytes::from(reason)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+impl<B> tower::Service<Request<B>> for SseService {
+    type Response = Response<SseBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<SseBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(self.respond(&req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn send_sync_clone() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<SseService>();
+    }
+
+    #[tokio::test]
+    async fn headers_and_subscription() {
+        let broker = Broker::new();
+        let res = SseService::new(broker.clone())
+            .oneshot(get("/?channel=a&channel=b"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        assert_eq!(res.headers()["cache-control"], "no-cache");
+        assert_eq!(res.headers()["x-accel-buffering"], "no");
+        assert_eq!(broker.subscriber_count("a"), 1);
+        assert_eq!(broker.subscriber_count("b"), 1);
+        broker.publish("b", Event::default().data("x")).await.unwrap();
+        let mut body = res.into_body();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "data: x\nid: 1\n\n");
+        drop(body);
+        assert_eq!(broker.channel_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_channel_is_400_with_reason() {
+        let broker = Broker::new();
+        let res = SseService::new(broker.clone())
+            .oneshot(get("/?channel=%ZZ"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "invalid percent-encoding or UTF-8 in query");
+        assert_eq!(broker.channel_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn closed_broker_is_503() {
+        let broker = Broker::new();
+        broker.close();
+        let res = SseService::new(broker).oneshot(get("/")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn checked_channels_in_extensions_win_over_the_query() {
+        let broker = Broker::new();
+        let mut req = get("/?channel=other");
+        let checked = ChannelRules::default().parse_query(Some("channel=a")).unwrap();
+        req.extensions_mut().insert(checked);
+        let _res = SseService::new(broker.clone()).oneshot(req).await.unwrap();
+        assert_eq!(broker.subscriber_count("a"), 1);
+        assert_eq!(broker.subscriber_count("other"), 0);
+    }
+}
