@@ -57,6 +57,8 @@ pin_project! {
     #[project = KindProj]
     enum Kind {
         Stream {
+            // Sent before any event: the gap notice of an incomplete resume.
+            first: Option<Bytes>,
             subscription: Subscription,
             keep_alive: Option<Duration>,
             // When the next keep-alive is due. Moved forward on every frame; the timer is
@@ -73,10 +75,15 @@ pin_project! {
 }
 
 impl SseBody {
-    pub(crate) fn stream(subscription: Subscription, keep_alive: Option<Duration>) -> SseBody {
+    pub(crate) fn stream(
+        subscription: Subscription,
+        keep_alive: Option<Duration>,
+        first: Option<Bytes>,
+    ) -> SseBody {
         let due = keep_alive.map_or_else(far_future, |every| Instant::now() + every);
         SseBody {
             kind: Kind::Stream {
+                first,
                 subscription,
                 keep_alive,
                 due,
@@ -137,6 +144,7 @@ impl Body for SseBody {
         match self.project().kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Stream {
+                first,
                 subscription,
                 keep_alive,
                 due,
@@ -145,6 +153,9 @@ impl Body for SseBody {
             } => {
                 if *ended {
                     return Poll::Ready(None);
+                }
+                if let Some(first) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(first))));
                 }
                 let bytes = match subscription.poll_delivery(cx, MAX_FRAME) {
                     Poll::Ready(Some(Delivery::Events(bytes))) => bytes,
@@ -159,7 +170,8 @@ impl Body for SseBody {
                         let Some(every) = *keep_alive else {
                             return Poll::Pending;
                         };
-                        let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*due)));
+                        let timer =
+                            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*due)));
                         if timer.deadline() != *due {
                             timer.as_mut().reset(*due);
                         }
@@ -188,12 +200,12 @@ impl Body for SseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Stream { .. } => SizeHint::default(),
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }
-
-
 
 #[cfg(test)]
 mod tests {
@@ -203,7 +215,7 @@ mod tests {
 
     fn body(broker: &Broker, keep_alive: Option<Duration>) -> SseBody {
         let channels = broker.channel_rules().parse_query(None).unwrap();
-        SseBody::stream(broker.subscribe(&channels).unwrap(), keep_alive)
+        SseBody::stream(broker.subscribe(&channels).unwrap(), keep_alive, None)
     }
 
     #[test]
@@ -225,10 +237,19 @@ mod tests {
 
         // An event resets the idle time.
         tokio::time::advance(Duration::from_secs(10)).await;
-        broker.publish("sse", Event::default().data("x")).await.unwrap();
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "data: x\nid: 1\n\n");
+        broker
+            .publish("sse", Event::default().data("x"))
+            .await
+            .unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "data: x\nid: 1\n\n"
+        );
         let sent = Instant::now();
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), ":\n\n");
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            ":\n\n"
+        );
         assert_eq!(sent.elapsed(), Duration::from_secs(15));
     }
 
@@ -244,7 +265,10 @@ mod tests {
     async fn ends_when_broker_closes() {
         let broker = Broker::new();
         let mut body = body(&broker, Some(Duration::from_secs(15)));
-        broker.publish("sse", Event::default().data("x")).await.unwrap();
+        broker
+            .publish("sse", Event::default().data("x"))
+            .await
+            .unwrap();
         broker.close();
         assert!(body.frame().await.unwrap().is_ok());
         assert!(body.frame().await.is_none());
@@ -267,7 +291,10 @@ mod tests {
     async fn full_body() {
         let mut body = SseBody::from("bad channel");
         assert!(!body.is_end_stream());
-        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "bad channel");
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "bad channel"
+        );
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none());
     }

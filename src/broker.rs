@@ -235,6 +235,9 @@ struct ChannelState {
     head: u64,
     /// One slot per subscriber: the waker to call on the next publish.
     wakers: Slab<Option<Waker>>,
+    /// Events of this channel with a sequence number up to this one may be gone (dropped from
+    /// the ring, or published before the channel existed); all later ones are in the ring.
+    floor: u64,
 }
 
 /// One published event, encoded once and shared by every subscriber.
@@ -244,6 +247,47 @@ pub(crate) struct Entry {
     /// The publisher's id; `None` when the id is `seq`.
     pub(crate) id: Option<Box<str>>,
     pub(crate) bytes: Bytes,
+}
+
+impl Entry {
+    fn has_id(&self, id: &str) -> bool {
+        match &self.id {
+            Some(given) => **given == *id,
+            None => parse_seq(id) == Some(self.seq),
+        }
+    }
+}
+
+/// A sequence number written as the broker writes them: decimal digits, no sign, no leading
+/// zero. Other spellings are other ids.
+fn parse_seq(id: &str) -> Option<u64> {
+    if id.starts_with(['+', '0']) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// How a subscription's `Last-Event-ID` was taken; see [`Broker::resume`].
+///
+/// ```
+/// # use tower_sse::{broker::Resume, Broker};
+/// let broker = Broker::new();
+/// let channels = broker.channel_rules().parse_query(None).unwrap();
+/// let subscription = broker.resume(&channels, "no-such-id").unwrap();
+/// assert_eq!(subscription.resume(), Resume::Unknown);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resume {
+    /// No `Last-Event-ID`: live events only.
+    Live,
+    /// Every event after the id is replayed, then live events.
+    Complete,
+    /// The events after the id are replayed as far as they are kept, but some are gone (the
+    /// id is older than the history): the client should reload its state.
+    Gap,
+    /// The id is not one this broker knows: live events only.
+    Unknown,
 }
 
 impl Default for Broker {
@@ -378,16 +422,19 @@ impl Broker {
             let channel = inner
                 .channels
                 .entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Channel::new(inner.capacity)));
+                .or_insert_with(|| Arc::new(Channel::new(inner.capacity, seq - 1)));
             channel.push(entry, inner.capacity, &inner.watermark)
         } else {
             match inner.channels.get(name) {
                 Some(channel) => channel.push(entry, inner.capacity, &inner.watermark),
-                None => Vec::new(),
+                None => {
+                    // Under the shard's read lock, so a subscriber creating this channel next
+                    // sees this event as older than the channel.
+                    inner.watermark.fetch_max(seq, Ordering::Release);
+                    Vec::new()
+                }
             }
         };
-        // Without a ring to put it in, the event still counts as delivered.
-        inner.watermark.fetch_max(seq, Ordering::Release);
         wakers
     }
 
@@ -424,24 +471,85 @@ impl Broker {
     /// assert_eq!(broker.subscriber_count("a"), 0);
     /// ```
     pub fn subscribe(&self, channels: &Channels) -> Result<Subscription, PublishError> {
+        self.subscribe_after(channels, None)
+    }
+
+    /// Subscribes to `channels`, first replaying the kept events newer than `last_event_id`
+    /// (what a reconnecting `EventSource` sends in `Last-Event-ID`), then live events: no
+    /// event is missed or sent twice between the two, on one channel or several.
+    ///
+    /// How the id is read, and what [`Subscription::resume`] then says:
+    ///
+    /// - the id of an event still kept on one of the channels: the events after it
+    ///   ([`Resume::Complete`], or [`Resume::Gap`] if some channel has already dropped events
+    ///   newer than it);
+    /// - otherwise, a number no greater than the last sequence number: the sequence number
+    ///   itself, since assigned ids are sequence numbers ([`Resume::Complete`] or
+    ///   [`Resume::Gap`] as above). So an id older than the history replays everything kept
+    ///   and reports the gap, as Mercure does;
+    /// - otherwise ([`Resume::Unknown`]: a foreign id, an id from before a restart): live
+    ///   events only.
+    ///
+    /// Events are kept by the [history](BrokerBuilder::history), and while a channel has
+    /// subscribers, by its [buffer](BrokerBuilder::buffer).
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Closed`] after [`Broker::close`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tower_sse::{broker::Resume, Broker, Event};
+    ///
+    /// let broker = Broker::builder().history(100).build();
+    /// for data in ["a", "b", "c"] {
+    ///     broker.publish("sse", Event::default().data(data)).await.unwrap();
+    /// }
+    /// let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// let mut subscription = broker.resume(&channels, "1").unwrap();
+    /// assert_eq!(subscription.resume(), Resume::Complete);
+    /// assert_eq!(subscription.recv().await.unwrap(), "data: b\nid: 2\n\ndata: c\nid: 3\n\n");
+    /// # }
+    /// ```
+    pub fn resume(
+        &self,
+        channels: &Channels,
+        last_event_id: &str,
+    ) -> Result<Subscription, PublishError> {
+        self.subscribe_after(channels, Some(last_event_id))
+    }
+
+    fn subscribe_after(
+        &self,
+        channels: &Channels,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, PublishError> {
         let inner = &*self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed);
         }
-        let cursors = channels
+        let mut cursors: Vec<Cursor> = channels
             .names()
             .iter()
             .map(|name| {
                 // The entry guard holds the shard lock while the slot is taken, so the channel
-                // can't be removed in between (removal takes the same lock).
-                let entry = inner
-                    .channels
-                    .entry(name.clone())
-                    .or_insert_with(|| Arc::new(Channel::new(inner.capacity)));
+                // can't be removed in between (removal takes the same lock). For the same
+                // reason a new channel's floor is exact: a publish that found no channel has
+                // already moved the watermark.
+                let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
+                    Arc::new(Channel::new(
+                        inner.capacity,
+                        inner.watermark.load(Ordering::Acquire),
+                    ))
+                });
                 let channel = entry.value().clone();
                 let (slot, pos) = {
                     let mut state = lock(&channel.state);
-                    (state.wakers.insert(None), state.head + state.ring.len() as u64)
+                    (
+                        state.wakers.insert(None),
+                        state.head + state.ring.len() as u64,
+                    )
                 };
                 drop(entry);
                 Cursor {
@@ -452,12 +560,55 @@ impl Broker {
                 }
             })
             .collect();
+        let resume = match last_event_id {
+            None => Resume::Live,
+            Some(id) => {
+                let (resume, after) = self.resolve(&cursors, id);
+                if let Some(after) = after {
+                    // Only ever moves back inside the ring, so the events published since
+                    // the slots were taken are still ahead of the cursor.
+                    for cursor in &mut cursors {
+                        let state = lock(&cursor.channel.state);
+                        let kept = state.ring.partition_point(|e| e.seq <= after);
+                        cursor.pos = state.head + kept as u64;
+                    }
+                }
+                tracing::debug!(last_event_id = id, ?resume, "resume");
+                resume
+            }
+        };
         Ok(Subscription {
             broker: self.clone(),
             cursors,
             scratch: Vec::new(),
+            resume,
             done: false,
         })
+    }
+
+    /// Finds the sequence number to resume after, and whether the replay is complete.
+    fn resolve(&self, cursors: &[Cursor], id: &str) -> (Resume, Option<u64>) {
+        let found = cursors.iter().find_map(|cursor| {
+            let state = lock(&cursor.channel.state);
+            let entry = state.ring.iter().rev().find(|e| e.has_id(id))?;
+            Some(entry.seq)
+        });
+        let after = match found {
+            Some(seq) => seq,
+            None => match parse_seq(id) {
+                Some(n) if n <= self.inner.watermark.load(Ordering::Acquire) => n,
+                _ => return (Resume::Unknown, None),
+            },
+        };
+        let complete = cursors
+            .iter()
+            .all(|cursor| lock(&cursor.channel.state).floor <= after);
+        let resume = if complete {
+            Resume::Complete
+        } else {
+            Resume::Gap
+        };
+        (resume, Some(after))
     }
 
     /// Ends every stream, once it has delivered the events already published, and refuses
@@ -521,12 +672,13 @@ impl Broker {
 }
 
 impl Channel {
-    fn new(capacity: usize) -> Channel {
+    fn new(capacity: usize, floor: u64) -> Channel {
         Channel {
             state: Mutex::new(ChannelState {
                 ring: VecDeque::with_capacity(capacity.min(64)),
                 head: 0,
                 wakers: Slab::new(),
+                floor,
             }),
         }
     }
@@ -534,7 +686,9 @@ impl Channel {
     fn push(&self, entry: Entry, capacity: usize, watermark: &AtomicU64) -> Vec<Waker> {
         let mut state = lock(&self.state);
         if state.ring.len() == capacity {
-            state.ring.pop_front();
+            if let Some(dropped) = state.ring.pop_front() {
+                state.floor = dropped.seq;
+            }
             state.head += 1;
         }
         let seq = entry.seq;
@@ -586,6 +740,7 @@ pub struct Subscription {
     cursors: Vec<Cursor>,
     /// Reused between polls: the entries taken, with the cursor each came from.
     scratch: Vec<(usize, Arc<Entry>)>,
+    resume: Resume,
     done: bool,
 }
 
@@ -604,6 +759,7 @@ impl fmt::Debug for Subscription {
                 "channels",
                 &self.cursors.iter().map(|c| &*c.name).collect::<Vec<_>>(),
             )
+            .field("resume", &self.resume)
             .field("done", &self.done)
             .finish()
     }
@@ -619,6 +775,18 @@ pub(crate) enum Delivery {
 }
 
 impl Subscription {
+    /// How the `Last-Event-ID` was taken, see [`Broker::resume`].
+    ///
+    /// ```
+    /// # use tower_sse::{broker::Resume, Broker};
+    /// # let broker = Broker::new();
+    /// # let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// assert_eq!(broker.subscribe(&channels).unwrap().resume(), Resume::Live);
+    /// ```
+    pub fn resume(&self) -> Resume {
+        self.resume
+    }
+
     /// Waits for the next events and returns them encoded, as a stream would send them; `None`
     /// when the stream is over (broker closed, or this subscriber lagged with
     /// [`LagPolicy::Disconnect`]).
@@ -870,9 +1038,7 @@ mod tests {
     #[test]
     fn several_channels_in_sequence_order() {
         let broker = Broker::new();
-        let mut sub = broker
-            .subscribe(&channels(&broker, "channel=a,b"))
-            .unwrap();
+        let mut sub = broker.subscribe(&channels(&broker, "channel=a,b")).unwrap();
         publish(&broker, "b", "1");
         publish(&broker, "c", "not mine");
         publish(&broker, "a", "2");
@@ -923,7 +1089,10 @@ mod tests {
 
     #[test]
     fn laggard_skips_with_skip_policy() {
-        let broker = Broker::builder().buffer(2).lag_policy(LagPolicy::Skip).build();
+        let broker = Broker::builder()
+            .buffer(2)
+            .lag_policy(LagPolicy::Skip)
+            .build();
         let mut slow = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
         for i in 0..5 {
             publish(&broker, "a", &i.to_string());
@@ -949,6 +1118,81 @@ mod tests {
         // Publishing to nobody creates nothing.
         publish(&broker, "a", "x");
         assert_eq!(broker.channel_count(), 0);
+    }
+
+    fn recv_now(sub: &mut Subscription) -> String {
+        let bytes = assert_ready!(task::spawn(sub.recv()).poll()).unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn resume_replays_kept_events_then_live_without_gap_or_duplicate() {
+        let broker = Broker::builder().history(10).build();
+        for i in 1..=5 {
+            publish(&broker, if i % 2 == 0 { "a" } else { "b" }, &i.to_string());
+        }
+        let mut sub = broker
+            .resume(&channels(&broker, "channel=a,b"), "2")
+            .unwrap();
+        assert_eq!(sub.resume(), Resume::Complete);
+        publish(&broker, "a", "6");
+        assert_eq!(
+            recv_now(&mut sub),
+            "data: 3\nid: 3\n\ndata: 4\nid: 4\n\ndata: 5\nid: 5\n\ndata: 6\nid: 6\n\n"
+        );
+        // Only channel a: the events of a after 2.
+        let mut sub = broker.resume(&channels(&broker, "channel=a"), "2").unwrap();
+        assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 6\nid: 6\n\n");
+    }
+
+    #[test]
+    fn resume_after_a_publisher_id() {
+        let broker = Broker::builder().history(10).build();
+        publish(&broker, "a", "1");
+        broker
+            .publish_local("a", &Event::default().id("x").data("2"))
+            .unwrap();
+        publish(&broker, "a", "3");
+        let mut sub = broker.resume(&channels(&broker, "channel=a"), "x").unwrap();
+        assert_eq!(sub.resume(), Resume::Complete);
+        assert_eq!(recv_now(&mut sub), "data: 3\nid: 3\n\n");
+    }
+
+    #[test]
+    fn resume_from_an_id_older_than_history_replays_all_kept_and_says_gap() {
+        let broker = Broker::builder().buffer(1).history(2).build();
+        for i in 1..=5 {
+            publish(&broker, "a", &i.to_string());
+        }
+        let mut sub = broker.resume(&channels(&broker, "channel=a"), "1").unwrap();
+        assert_eq!(sub.resume(), Resume::Gap);
+        assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
+        // The last kept event's predecessor is still complete.
+        let sub = broker.resume(&channels(&broker, "channel=a"), "3").unwrap();
+        assert_eq!(sub.resume(), Resume::Complete);
+    }
+
+    #[test]
+    fn resume_from_unknown_ids_is_live_only() {
+        let broker = Broker::builder().history(10).build();
+        publish(&broker, "a", "1");
+        for id in ["zzz", "99", "01", "+1", ""] {
+            let mut sub = broker.resume(&channels(&broker, "channel=a"), id).unwrap();
+            assert_eq!(sub.resume(), Resume::Unknown, "{id:?}");
+            assert_pending!(task::spawn(sub.recv()).poll());
+        }
+    }
+
+    #[test]
+    fn resume_on_a_channel_that_did_not_exist_is_a_gap() {
+        // Without history the channel is gone when its subscriber leaves.
+        let broker = Broker::new();
+        let sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        publish(&broker, "a", "1");
+        drop(sub);
+        publish(&broker, "a", "2");
+        let sub = broker.resume(&channels(&broker, "channel=a"), "1").unwrap();
+        assert_eq!(sub.resume(), Resume::Gap);
     }
 
     #[test]

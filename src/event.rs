@@ -336,7 +336,10 @@ mod tests {
             "data: a\ndata: \ndata: b\ndata: \n\n"
         );
         // "\r\n" is one break, "\n\r" is two.
-        assert_eq!(bytes(Event::default().data("\n\r")), "data: \ndata: \ndata: \n\n");
+        assert_eq!(
+            bytes(Event::default().data("\n\r")),
+            "data: \ndata: \ndata: \n\n"
+        );
     }
 
     #[test]
@@ -375,7 +378,10 @@ mod tests {
         }
         assert_eq!(Event::default().id("a\0b").to_bytes(), Err(EventError::Id));
         // NUL is fine in an event type, and colons anywhere.
-        assert_eq!(bytes(Event::default().event("a\0:b")), "event: a\0:b\ndata: \n\n");
+        assert_eq!(
+            bytes(Event::default().event("a\0:b")),
+            "event: a\0:b\ndata: \n\n"
+        );
     }
 
     #[test]

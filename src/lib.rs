@@ -52,7 +52,7 @@ pub mod service;
 pub use self::{
     access::AccessLayer,
     body::SseBody,
-    broker::{Broker, BrokerBuilder, LagPolicy, PublishError, Subscription},
+    broker::{Broker, BrokerBuilder, LagPolicy, PublishError, Resume, Subscription},
     channel::{ChannelError, ChannelRules, Channels},
     event::{Event, EventError},
     service::SseService,

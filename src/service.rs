@@ -26,7 +26,12 @@ use std::{
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
-use crate::{body::SseBody, broker::Broker, channel::ChannelRules, channel::Channels};
+use crate::{
+    body::SseBody,
+    broker::{Broker, Resume},
+    channel::{decode, pairs, ChannelRules, Channels},
+    event::Event,
+};
 
 /// A [`tower::Service`] that streams server-sent events from a [`Broker`]'s channels.
 ///
@@ -59,6 +64,8 @@ pub struct SseService {
     broker: Broker,
     keep_alive: Option<Duration>,
     rules: ChannelRules,
+    gap_event: Option<Event>,
+    max_last_event_id: usize,
 }
 
 impl SseService {
@@ -74,7 +81,38 @@ impl SseService {
             broker,
             keep_alive: Some(Duration::from_secs(15)),
             rules,
+            gap_event: Some(Event::default().event("gap")),
+            max_last_event_id: 1024,
         }
+    }
+
+    /// The event sent first on a resumed stream whose replay is incomplete
+    /// ([`Resume::Gap`](crate::Resume::Gap)) or whose id is unknown
+    /// ([`Resume::Unknown`](crate::Resume::Unknown)), so the page knows to reload its state
+    /// (default: an event of type `gap` whose data is `gap` or `unknown`; `None` sends nothing).
+    /// Its data is replaced by the reason; it is sent without an id, so the client's
+    /// `Last-Event-ID` stays where it was.
+    ///
+    /// ```
+    /// # use tower_sse::Event;
+    /// # let service = tower_sse::SseService::new(tower_sse::Broker::new());
+    /// let service = service.gap_event(Some(Event::default().event("reload")));
+    /// ```
+    pub fn gap_event(mut self, event: Option<Event>) -> Self {
+        self.gap_event = event;
+        self
+    }
+
+    /// The longest `Last-Event-ID` accepted, in bytes (default 1024); a longer one is a
+    /// `400 Bad Request`.
+    ///
+    /// ```
+    /// # let service = tower_sse::SseService::new(tower_sse::Broker::new());
+    /// let service = service.max_last_event_id(128);
+    /// ```
+    pub fn max_last_event_id(mut self, bytes: usize) -> Self {
+        self.max_last_event_id = bytes;
+        self
     }
 
     /// How long a stream may be silent before a keep-alive comment is sent (default 15 s;
@@ -126,12 +164,25 @@ impl SseService {
                 Err(err) => return plain(StatusCode::BAD_REQUEST, err.to_string()),
             },
         };
-        let subscription = match self.broker.subscribe(channels) {
+        let last_event_id = match last_event_id(req, self.max_last_event_id) {
+            Ok(id) => id,
+            Err(reason) => return plain(StatusCode::BAD_REQUEST, reason),
+        };
+        let subscribed = match &last_event_id {
+            Some(id) => self.broker.resume(channels, id),
+            None => self.broker.subscribe(channels),
+        };
+        let subscription = match subscribed {
             Ok(subscription) => subscription,
             Err(err) => return plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
         };
-        tracing::debug!(channels = ?channels.iter().collect::<Vec<_>>(), "subscribe");
-        let mut res = Response::new(SseBody::stream(subscription, self.keep_alive));
+        tracing::debug!(channels = ?channels.iter().collect::<Vec<_>>(), ?last_event_id, "subscribe");
+        let first = match (subscription.resume(), &self.gap_event) {
+            (Resume::Gap, Some(event)) => Some(event.clone().data("gap").encode(None)),
+            (Resume::Unknown, Some(event)) => Some(event.clone().data("unknown").encode(None)),
+            _ => None,
+        };
+        let mut res = Response::new(SseBody::stream(subscription, self.keep_alive, first));
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -141,6 +192,37 @@ impl SseService {
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         res
     }
+}
+
+/// The `Last-Event-ID` header, or else the `lastEventId` query parameter (for clients that
+/// can't set headers). An empty one is none, as the spec's `EventSource` sends none then.
+fn last_event_id<B>(req: &Request<B>, max: usize) -> Result<Option<String>, String> {
+    let id = match req.headers().get("last-event-id") {
+        Some(value) => {
+            if value.len() > max {
+                return Err(format!("Last-Event-ID longer than {max} bytes"));
+            }
+            value
+                .to_str()
+                .map_err(|_| "Last-Event-ID is not visible ASCII".to_owned())?
+                .to_owned()
+        }
+        None => {
+            let query = req.uri().query().unwrap_or("");
+            let Some((_, value)) = pairs(query).find(|(key, _)| *key == "lastEventId") else {
+                return Ok(None);
+            };
+            if value.len() > 3 * max {
+                return Err(format!("lastEventId longer than {max} bytes"));
+            }
+            let id = decode(value).map_err(|err| err.to_string())?;
+            if id.len() > max {
+                return Err(format!("lastEventId longer than {max} bytes"));
+            }
+            id
+        }
+    };
+    Ok((!id.is_empty()).then_some(id))
 }
 
 /// A short `text/plain` response: the error bodies of this crate.
@@ -172,6 +254,7 @@ impl<B> tower::Service<Request<B>> for SseService {
 mod tests {
     use super::*;
     use crate::Event;
+    use futures_util::FutureExt;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
@@ -198,7 +281,10 @@ mod tests {
         assert_eq!(res.headers()["x-accel-buffering"], "no");
         assert_eq!(broker.subscriber_count("a"), 1);
         assert_eq!(broker.subscriber_count("b"), 1);
-        broker.publish("b", Event::default().data("x")).await.unwrap();
+        broker
+            .publish("b", Event::default().data("x"))
+            .await
+            .unwrap();
         let mut body = res.into_body();
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "data: x\nid: 1\n\n");
@@ -220,6 +306,78 @@ mod tests {
         assert_eq!(broker.channel_count(), 0);
     }
 
+    async fn first_frame(res: Response<SseBody>) -> String {
+        let frame = res.into_body().frame().await.unwrap().unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn resumes_from_header_or_query() {
+        let broker = Broker::builder().history(10).build();
+        for data in ["1", "2"] {
+            broker
+                .publish("sse", Event::default().data(data))
+                .await
+                .unwrap();
+        }
+        let service = SseService::new(broker);
+        let req = Request::get("/")
+            .header("last-event-id", "1")
+            .body(())
+            .unwrap();
+        let res = service.clone().oneshot(req).await.unwrap();
+        assert_eq!(first_frame(res).await, "data: 2\nid: 2\n\n");
+        let res = service
+            .clone()
+            .oneshot(get("/?lastEventId=1"))
+            .await
+            .unwrap();
+        assert_eq!(first_frame(res).await, "data: 2\nid: 2\n\n");
+        // The header wins.
+        let req = Request::get("/?lastEventId=0")
+            .header("last-event-id", "1")
+            .body(())
+            .unwrap();
+        let res = service.clone().oneshot(req).await.unwrap();
+        assert_eq!(first_frame(res).await, "data: 2\nid: 2\n\n");
+    }
+
+    #[tokio::test]
+    async fn unknown_last_event_id_gets_the_gap_event() {
+        let service = SseService::new(Broker::new());
+        let res = service
+            .clone()
+            .oneshot(get("/?lastEventId=nope"))
+            .await
+            .unwrap();
+        assert_eq!(first_frame(res).await, "event: gap\ndata: unknown\n\n");
+        let res = service
+            .gap_event(None)
+            .oneshot(get("/?lastEventId=nope"))
+            .await
+            .unwrap();
+        assert!(res.into_body().frame().now_or_never().is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_last_event_id_is_400() {
+        let service = SseService::new(Broker::new()).max_last_event_id(4);
+        let req = Request::get("/")
+            .header("last-event-id", "12345")
+            .body(())
+            .unwrap();
+        let res = service.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let res = service
+            .clone()
+            .oneshot(get("/?lastEventId=%FF"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let res = service.oneshot(get("/?lastEventId=12345")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+
     #[tokio::test]
     async fn closed_broker_is_503() {
         let broker = Broker::new();
@@ -232,7 +390,9 @@ mod tests {
     async fn checked_channels_in_extensions_win_over_the_query() {
         let broker = Broker::new();
         let mut req = get("/?channel=other");
-        let checked = ChannelRules::default().parse_query(Some("channel=a")).unwrap();
+        let checked = ChannelRules::default()
+            .parse_query(Some("channel=a"))
+            .unwrap();
         req.extensions_mut().insert(checked);
         let _res = SseService::new(broker.clone()).oneshot(req).await.unwrap();
         assert_eq!(broker.subscriber_count("a"), 1);

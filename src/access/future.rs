@@ -68,7 +68,13 @@ where
         }
     }
 
-    pub(crate) fn check(inner: S, mut policy: P, parts: Parts, body: B, channels: Channels) -> Self {
+    pub(crate) fn check(
+        inner: S,
+        mut policy: P,
+        parts: Parts,
+        body: B,
+        channels: Channels,
+    ) -> Self {
         let first = channels.iter().next().unwrap_or_default();
         let check = policy.check(&parts, first);
         ResponseFuture {

@@ -160,7 +160,8 @@ impl Denied {
     pub(crate) fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let mut res = plain(self.status, self.reason.into_owned());
         if let Some(challenge) = self.challenge {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         res
     }
