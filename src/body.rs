@@ -213,9 +213,10 @@ mod tests {
     use crate::{Broker, Event};
     use http_body_util::BodyExt;
 
-    fn body(broker: &Broker, keep_alive: Option<Duration>) -> SseBody {
+    async fn body(broker: &Broker, keep_alive: Option<Duration>) -> SseBody {
         let channels = broker.channel_rules().parse_query(None).unwrap();
-        SseBody::stream(broker.subscribe(&channels).unwrap(), keep_alive, None)
+        let subscription = broker.subscribe(&channels).await.unwrap();
+        SseBody::stream(subscription, keep_alive, None)
     }
 
     #[test]
@@ -229,7 +230,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn keep_alive_after_idle_time_only() {
         let broker = Broker::new();
-        let mut body = body(&broker, Some(Duration::from_secs(15)));
+        let mut body = body(&broker, Some(Duration::from_secs(15))).await;
         let start = Instant::now();
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), ":\n\n");
@@ -256,7 +257,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn no_keep_alive_when_disabled() {
         let broker = Broker::new();
-        let mut body = body(&broker, None);
+        let mut body = body(&broker, None).await;
         let res = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
         assert!(res.is_err());
     }
@@ -264,7 +265,7 @@ mod tests {
     #[tokio::test]
     async fn ends_when_broker_closes() {
         let broker = Broker::new();
-        let mut body = body(&broker, Some(Duration::from_secs(15)));
+        let mut body = body(&broker, Some(Duration::from_secs(15))).await;
         broker
             .publish("sse", Event::default().data("x"))
             .await
@@ -278,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn lag_comment_then_end() {
         let broker = Broker::builder().buffer(1).build();
-        let mut body = body(&broker, None);
+        let mut body = body(&broker, None).await;
         for _ in 0..3 {
             broker.publish("sse", Event::default()).await.unwrap();
         }

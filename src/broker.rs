@@ -175,15 +175,61 @@ impl BrokerBuilder {
     /// ```
     pub fn build(self) -> Broker {
         Broker {
-            inner: Arc::new(Inner {
-                channels: DashMap::new(),
-                sequencer: Mutex::new(0),
-                watermark: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
-                capacity: self.buffer.max(self.history),
-                config: self,
-            }),
+            inner: Arc::new(self.into_inner(Backend::Local)),
         }
+    }
+
+    fn into_inner(self, backend: Backend) -> Inner {
+        let capacity = match backend {
+            Backend::Local => self.buffer.max(self.history),
+            // Redis keeps the history; the ring only buffers.
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => self.buffer,
+        };
+        Inner {
+            channels: DashMap::new(),
+            sequencer: Mutex::new(0),
+            watermark: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            capacity,
+            config: self,
+            backend,
+        }
+    }
+
+    /// Builds a broker on Redis (feature `redis`): every broker on the same Redis shares
+    /// channels, ids and history. See the [`redis`](crate::redis) module.
+    ///
+    /// # Errors
+    ///
+    /// The URL is invalid or Redis can't be reached.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_sse::PublishError> {
+    /// let broker = tower_sse::Broker::builder()
+    ///     .history(1000)
+    ///     .connect_redis("redis://127.0.0.1:6379/")
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub async fn connect_redis(self, url: &str) -> Result<Broker, PublishError> {
+        let (backend, task) = crate::redis::RedisBackend::connect(url, &self)
+            .await
+            .map_err(PublishError::backend)?;
+        let broker = Broker {
+            inner: Arc::new(self.into_inner(Backend::Redis(backend))),
+        };
+        task.spawn(WeakBroker(Arc::downgrade(&broker.inner)));
+        Ok(broker)
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn history_len(&self) -> usize {
+        self.history
     }
 }
 
@@ -199,7 +245,7 @@ impl BrokerBuilder {
 /// # async fn main() -> Result<(), tower_sse::PublishError> {
 /// let broker = Broker::new();
 /// let channels = broker.channel_rules().parse_query(Some("channel=news")).unwrap();
-/// let mut subscription = broker.subscribe(&channels)?;
+/// let mut subscription = broker.subscribe(&channels).await?;
 ///
 /// let id = broker.publish("news", Event::default().data("hi")).await?;
 /// assert_eq!(id, "1");
@@ -210,6 +256,18 @@ impl BrokerBuilder {
 #[derive(Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
+}
+
+/// A broker handle that does not keep it alive: what the Redis task holds.
+#[cfg(feature = "redis")]
+#[derive(Clone)]
+pub(crate) struct WeakBroker(std::sync::Weak<Inner>);
+
+#[cfg(feature = "redis")]
+impl WeakBroker {
+    pub(crate) fn upgrade(&self) -> Option<Broker> {
+        self.0.upgrade().map(|inner| Broker { inner })
+    }
 }
 
 struct Inner {
@@ -223,6 +281,17 @@ struct Inner {
     closed: AtomicBool,
     capacity: usize,
     config: BrokerBuilder,
+    backend: Backend,
+}
+
+/// Where events travel between publishers and this broker's channels.
+pub(crate) enum Backend {
+    /// In this process: publish puts the event straight into its channel.
+    Local,
+    /// Through Redis: publish goes to Redis, and one subscription per channel brings every
+    /// instance's events back into its channels.
+    #[cfg(feature = "redis")]
+    Redis(crate::redis::RedisBackend),
 }
 
 struct Channel {
@@ -251,16 +320,13 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn has_id(&self, id: &str) -> bool {
-        match &self.id {
-            Some(given) => **given == *id,
-            None => parse_seq(id) == Some(self.seq),
-        }
+        self.id.as_deref() == Some(id)
     }
 }
 
 /// A sequence number written as the broker writes them: decimal digits, no sign, no leading
 /// zero. Other spellings are other ids.
-fn parse_seq(id: &str) -> Option<u64> {
+pub(crate) fn parse_seq(id: &str) -> Option<u64> {
     if id.starts_with(['+', '0']) {
         return None;
     }
@@ -271,10 +337,13 @@ fn parse_seq(id: &str) -> Option<u64> {
 ///
 /// ```
 /// # use tower_sse::{broker::Resume, Broker};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let broker = Broker::new();
 /// let channels = broker.channel_rules().parse_query(None).unwrap();
-/// let subscription = broker.resume(&channels, "no-such-id").unwrap();
+/// let subscription = broker.resume(&channels, "no-such-id").await.unwrap();
 /// assert_eq!(subscription.resume(), Resume::Unknown);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -303,6 +372,13 @@ impl fmt::Debug for Broker {
             .field("closed", &self.is_closed())
             .field("config", &self.inner.config)
             .finish()
+    }
+}
+
+impl Inner {
+    /// Whether channels stay after their last subscriber, for their history.
+    fn keeps_idle_channels(&self) -> bool {
+        matches!(self.backend, Backend::Local) && self.config.history > 0
     }
 }
 
@@ -369,12 +445,27 @@ impl Broker {
     /// # }
     /// ```
     pub async fn publish(&self, channel: &str, event: Event) -> Result<String, PublishError> {
-        self.publish_local(channel, &event)
+        match &self.inner.backend {
+            Backend::Local => self.publish_local(channel, &event),
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => {
+                self.check(channel, &event)?;
+                redis.publish(channel, &event).await
+            }
+        }
+    }
+
+    fn check(&self, channel: &str, event: &Event) -> Result<(), PublishError> {
+        self.inner.config.rules.check_name(channel)?;
+        event.validate()?;
+        if self.is_closed() {
+            return Err(PublishError::Closed);
+        }
+        Ok(())
     }
 
     fn publish_local(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
-        self.inner.config.rules.check_name(channel)?;
-        event.validate()?;
+        self.check(channel, event)?;
         let inner = &*self.inner;
         let wakers;
         let id;
@@ -415,7 +506,7 @@ impl Broker {
     fn deliver(&self, name: &str, entry: Entry) -> Vec<Waker> {
         let inner = &*self.inner;
         let seq = entry.seq;
-        let wakers = if inner.config.history > 0 {
+        let wakers = if inner.keeps_idle_channels() {
             if !inner.channels.contains_key(name) {
                 self.evict_idle_history();
             }
@@ -436,6 +527,22 @@ impl Broker {
             }
         };
         wakers
+    }
+
+    /// Delivers an event that came through the backend, in sequence order.
+    #[cfg(feature = "redis")]
+    pub(crate) fn deliver_remote(&self, name: &str, entry: Entry) {
+        let wakers = {
+            let _last = lock(&self.inner.sequencer);
+            self.deliver(name, entry)
+        };
+        wake_all(wakers);
+    }
+
+    /// Whether a channel with this name exists here now.
+    #[cfg(feature = "redis")]
+    pub(crate) fn has_channel(&self, name: &str) -> bool {
+        self.inner.channels.contains_key(name)
     }
 
     /// Keeps idle channels with history under the configured count.
@@ -463,15 +570,18 @@ impl Broker {
     /// [`PublishError::Closed`] after [`Broker::close`].
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// # let broker = tower_sse::Broker::new();
     /// let channels = broker.channel_rules().parse_query(Some("channel=a,b")).unwrap();
-    /// let subscription = broker.subscribe(&channels).unwrap();
+    /// let subscription = broker.subscribe(&channels).await.unwrap();
     /// assert_eq!(broker.subscriber_count("a"), 1);
     /// drop(subscription);
     /// assert_eq!(broker.subscriber_count("a"), 0);
+    /// # }
     /// ```
-    pub fn subscribe(&self, channels: &Channels) -> Result<Subscription, PublishError> {
-        self.subscribe_after(channels, None)
+    pub async fn subscribe(&self, channels: &Channels) -> Result<Subscription, PublishError> {
+        self.subscribe_after(channels, None).await
     }
 
     /// Subscribes to `channels`, first replaying the kept events newer than `last_event_id`
@@ -480,13 +590,13 @@ impl Broker {
     ///
     /// How the id is read, and what [`Subscription::resume`] then says:
     ///
-    /// - the id of an event still kept on one of the channels: the events after it
-    ///   ([`Resume::Complete`], or [`Resume::Gap`] if some channel has already dropped events
-    ///   newer than it);
-    /// - otherwise, a number no greater than the last sequence number: the sequence number
-    ///   itself, since assigned ids are sequence numbers ([`Resume::Complete`] or
-    ///   [`Resume::Gap`] as above). So an id older than the history replays everything kept
-    ///   and reports the gap, as Mercure does;
+    /// - a sequence number as the broker writes them (decimal, no sign, no leading zero) no
+    ///   greater than the last one: the events after it ([`Resume::Complete`], or
+    ///   [`Resume::Gap`] if some channel has already dropped events newer than it). So an id
+    ///   older than the history replays everything kept and reports the gap, as Mercure does;
+    /// - otherwise, a publisher's id ([`Event::id`]) of an event still kept on one of the
+    ///   channels: the events after that event (again complete or gap). Publisher ids that
+    ///   look like sequence numbers are read as sequence numbers, so give non-numeric ids;
     /// - otherwise ([`Resume::Unknown`]: a foreign id, an id from before a restart): live
     ///   events only.
     ///
@@ -507,20 +617,45 @@ impl Broker {
     ///     broker.publish("sse", Event::default().data(data)).await.unwrap();
     /// }
     /// let channels = broker.channel_rules().parse_query(None).unwrap();
-    /// let mut subscription = broker.resume(&channels, "1").unwrap();
+    /// let mut subscription = broker.resume(&channels, "1").await.unwrap();
     /// assert_eq!(subscription.resume(), Resume::Complete);
     /// assert_eq!(subscription.recv().await.unwrap(), "data: b\nid: 2\n\ndata: c\nid: 3\n\n");
     /// # }
     /// ```
-    pub fn resume(
+    pub async fn resume(
         &self,
         channels: &Channels,
         last_event_id: &str,
     ) -> Result<Subscription, PublishError> {
-        self.subscribe_after(channels, Some(last_event_id))
+        self.subscribe_after(channels, Some(last_event_id)).await
     }
 
-    fn subscribe_after(
+    async fn subscribe_after(
+        &self,
+        channels: &Channels,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, PublishError> {
+        match &self.inner.backend {
+            Backend::Local => self.subscribe_local(channels, last_event_id),
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => {
+                // Registered here first, then subscribed in Redis: a release of the same
+                // channel queued before us then sees our subscriber and keeps the subscription.
+                let mut subscription = self.subscribe_local(channels, None)?;
+                redis.ensure(channels).await?;
+                if let Some(id) = last_event_id {
+                    let replay = redis.replay(channels, id).await?;
+                    tracing::debug!(last_event_id = id, resume = ?replay.resume, "resume");
+                    subscription.resume = replay.resume;
+                    subscription.skip_until = replay.snapshot;
+                    subscription.replay = replay.entries.into();
+                }
+                Ok(subscription)
+            }
+        }
+    }
+
+    fn subscribe_local(
         &self,
         channels: &Channels,
         last_event_id: Option<&str>,
@@ -581,6 +716,8 @@ impl Broker {
             broker: self.clone(),
             cursors,
             scratch: Vec::new(),
+            replay: VecDeque::new(),
+            skip_until: 0,
             resume,
             done: false,
         })
@@ -588,17 +725,17 @@ impl Broker {
 
     /// Finds the sequence number to resume after, and whether the replay is complete.
     fn resolve(&self, cursors: &[Cursor], id: &str) -> (Resume, Option<u64>) {
-        let found = cursors.iter().find_map(|cursor| {
-            let state = lock(&cursor.channel.state);
-            let entry = state.ring.iter().rev().find(|e| e.has_id(id))?;
-            Some(entry.seq)
-        });
-        let after = match found {
-            Some(seq) => seq,
-            None => match parse_seq(id) {
-                Some(n) if n <= self.inner.watermark.load(Ordering::Acquire) => n,
-                _ => return (Resume::Unknown, None),
-            },
+        let after = match parse_seq(id) {
+            Some(n) if n <= self.inner.watermark.load(Ordering::Acquire) => Some(n),
+            Some(_) => None,
+            None => cursors.iter().find_map(|cursor| {
+                let state = lock(&cursor.channel.state);
+                let entry = state.ring.iter().rev().find(|e| e.has_id(id))?;
+                Some(entry.seq)
+            }),
+        };
+        let Some(after) = after else {
+            return (Resume::Unknown, None);
         };
         let complete = cursors
             .iter()
@@ -619,7 +756,7 @@ impl Broker {
     /// # async fn main() {
     /// # let broker = tower_sse::Broker::new();
     /// let channels = broker.channel_rules().parse_query(None).unwrap();
-    /// let mut subscription = broker.subscribe(&channels).unwrap();
+    /// let mut subscription = broker.subscribe(&channels).await.unwrap();
     /// broker.close();
     /// assert!(subscription.recv().await.is_none());
     /// # }
@@ -728,7 +865,7 @@ fn wake_all(wakers: Vec<Waker>) {
 /// # use tower_sse::{Broker, Event};
 /// let broker = Broker::new();
 /// let channels = broker.channel_rules().parse_query(Some("channel=a")).unwrap();
-/// let mut subscription = broker.subscribe(&channels).unwrap();
+/// let mut subscription = broker.subscribe(&channels).await.unwrap();
 /// broker.publish("a", Event::default().data("1")).await.unwrap();
 /// broker.publish("a", Event::default().data("2")).await.unwrap();
 /// // Events that are waiting come together.
@@ -740,6 +877,10 @@ pub struct Subscription {
     cursors: Vec<Cursor>,
     /// Reused between polls: the entries taken, with the cursor each came from.
     scratch: Vec<(usize, Arc<Entry>)>,
+    /// Events to send before the channels' own (a resume through the backend).
+    replay: VecDeque<Arc<Entry>>,
+    /// Ring entries up to this sequence number were in the replay: skipped.
+    skip_until: u64,
     resume: Resume,
     done: bool,
 }
@@ -779,9 +920,12 @@ impl Subscription {
     ///
     /// ```
     /// # use tower_sse::{broker::Resume, Broker};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// # let broker = Broker::new();
     /// # let channels = broker.channel_rules().parse_query(None).unwrap();
-    /// assert_eq!(broker.subscribe(&channels).unwrap().resume(), Resume::Live);
+    /// assert_eq!(broker.subscribe(&channels).await.unwrap().resume(), Resume::Live);
+    /// # }
     /// ```
     pub fn resume(&self) -> Resume {
         self.resume
@@ -797,7 +941,7 @@ impl Subscription {
     /// # use tower_sse::{Broker, Event};
     /// # let broker = Broker::new();
     /// # let channels = broker.channel_rules().parse_query(None).unwrap();
-    /// let mut subscription = broker.subscribe(&channels).unwrap();
+    /// let mut subscription = broker.subscribe(&channels).await.unwrap();
     /// broker.publish("sse", Event::default().data("x")).await.unwrap();
     /// assert_eq!(subscription.recv().await.unwrap(), "data: x\nid: 1\n\n");
     /// # }
@@ -821,6 +965,9 @@ impl Subscription {
         if self.done {
             return Poll::Ready(None);
         }
+        if !self.replay.is_empty() {
+            return Poll::Ready(Some(Delivery::Events(self.take_replay(max_bytes))));
+        }
         let inner = &*self.broker.inner;
         loop {
             let closed = inner.closed.load(Ordering::Acquire);
@@ -839,6 +986,11 @@ impl Subscription {
                 let mut bytes = 0;
                 let before = taken.len();
                 for entry in state.ring.range(start..) {
+                    if entry.seq <= self.skip_until {
+                        // Already sent in the replay; these come first in the ring.
+                        cursor.pos += 1;
+                        continue;
+                    }
                     if entry.seq > watermark {
                         // Published after we read the watermark: its publisher has already
                         // taken the wakers, so poll again rather than wait.
@@ -912,6 +1064,18 @@ impl Subscription {
         bytes
     }
 
+    fn take_replay(&mut self, max_bytes: usize) -> Bytes {
+        let mut buf = BytesMut::new();
+        while let Some(entry) = self.replay.front() {
+            if !buf.is_empty() && buf.len() + entry.bytes.len() > max_bytes {
+                break;
+            }
+            buf.extend_from_slice(&entry.bytes);
+            self.replay.pop_front();
+        }
+        buf.freeze()
+    }
+
     fn lagged(&mut self, missed: u64) -> Delivery {
         match self.broker.inner.config.lag_policy {
             LagPolicy::Disconnect => self.done = true,
@@ -936,11 +1100,17 @@ impl Drop for Subscription {
                 state.wakers.remove(cursor.slot);
                 state.wakers.is_empty()
             };
-            if empty && inner.config.history == 0 {
+            if empty && !inner.keeps_idle_channels() {
                 // Checked again under the shard lock: a subscriber may have come meanwhile.
-                inner
+                let removed = inner
                     .channels
                     .remove_if(&cursor.name, |_, c| lock(&c.state).wakers.is_empty());
+                #[cfg(feature = "redis")]
+                if let (Some(_), Backend::Redis(redis)) = (removed, &inner.backend) {
+                    redis.release(cursor.name.clone());
+                }
+                #[cfg(not(feature = "redis"))]
+                let _ = removed;
             }
         }
     }
@@ -968,6 +1138,16 @@ pub enum PublishError {
     Channel(ChannelError),
     /// [`Broker::close`] was called.
     Closed,
+    /// The backend could not take the event (Redis unreachable, ...). Worth a retry; a
+    /// service answers it with `503 Service Unavailable`.
+    Backend(Box<dyn StdError + Send + Sync>),
+}
+
+impl PublishError {
+    #[cfg(feature = "redis")]
+    pub(crate) fn backend(err: impl Into<Box<dyn StdError + Send + Sync>>) -> PublishError {
+        PublishError::Backend(err.into())
+    }
 }
 
 impl fmt::Display for PublishError {
@@ -976,6 +1156,7 @@ impl fmt::Display for PublishError {
             PublishError::Event(err) => fmt::Display::fmt(err, f),
             PublishError::Channel(err) => fmt::Display::fmt(err, f),
             PublishError::Closed => f.write_str("broker is closed"),
+            PublishError::Backend(err) => write!(f, "backend unavailable: {err}"),
         }
     }
 }
@@ -986,6 +1167,7 @@ impl StdError for PublishError {
             PublishError::Event(err) => Some(err),
             PublishError::Channel(err) => Some(err),
             PublishError::Closed => None,
+            PublishError::Backend(err) => Some(&**err),
         }
     }
 }
@@ -1011,6 +1193,17 @@ mod tests {
         broker.channel_rules().parse_query(Some(q)).unwrap()
     }
 
+    // The in-process broker subscribes without waiting.
+    impl Broker {
+        fn sub(&self, channels: &Channels) -> Result<Subscription, PublishError> {
+            self.subscribe_local(channels, None)
+        }
+
+        fn res(&self, channels: &Channels, id: &str) -> Result<Subscription, PublishError> {
+            self.subscribe_local(channels, Some(id))
+        }
+    }
+
     fn publish(broker: &Broker, channel: &str, data: &str) -> String {
         broker
             .publish_local(channel, &Event::default().data(data))
@@ -1027,7 +1220,7 @@ mod tests {
     #[test]
     fn publish_wakes_a_waiting_subscriber() {
         let broker = Broker::new();
-        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
         let mut recv = task::spawn(sub.recv());
         assert_pending!(recv.poll());
         publish(&broker, "a", "x");
@@ -1038,7 +1231,7 @@ mod tests {
     #[test]
     fn several_channels_in_sequence_order() {
         let broker = Broker::new();
-        let mut sub = broker.subscribe(&channels(&broker, "channel=a,b")).unwrap();
+        let mut sub = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
         publish(&broker, "b", "1");
         publish(&broker, "c", "not mine");
         publish(&broker, "a", "2");
@@ -1053,7 +1246,7 @@ mod tests {
     #[test]
     fn coalescing_stops_at_max_bytes() {
         let broker = Broker::new();
-        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
         for _ in 0..3 {
             publish(&broker, "a", "0123456789");
         }
@@ -1073,8 +1266,8 @@ mod tests {
     #[test]
     fn laggard_is_disconnected_without_holding_up_others() {
         let broker = Broker::builder().buffer(2).build();
-        let mut slow = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
-        let mut fast = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut slow = broker.sub(&channels(&broker, "channel=a")).unwrap();
+        let mut fast = broker.sub(&channels(&broker, "channel=a")).unwrap();
         for i in 0..5 {
             publish(&broker, "a", &i.to_string());
             assert!(assert_ready!(task::spawn(fast.recv()).poll()).is_some());
@@ -1093,7 +1286,7 @@ mod tests {
             .buffer(2)
             .lag_policy(LagPolicy::Skip)
             .build();
-        let mut slow = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut slow = broker.sub(&channels(&broker, "channel=a")).unwrap();
         for i in 0..5 {
             publish(&broker, "a", &i.to_string());
         }
@@ -1107,8 +1300,8 @@ mod tests {
     #[test]
     fn last_subscriber_leaving_removes_the_channel() {
         let broker = Broker::new();
-        let a1 = broker.subscribe(&channels(&broker, "channel=a,b")).unwrap();
-        let a2 = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let a1 = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
+        let a2 = broker.sub(&channels(&broker, "channel=a")).unwrap();
         assert_eq!(broker.channel_count(), 2);
         drop(a1);
         assert_eq!(broker.channel_count(), 1);
@@ -1131,9 +1324,7 @@ mod tests {
         for i in 1..=5 {
             publish(&broker, if i % 2 == 0 { "a" } else { "b" }, &i.to_string());
         }
-        let mut sub = broker
-            .resume(&channels(&broker, "channel=a,b"), "2")
-            .unwrap();
+        let mut sub = broker.res(&channels(&broker, "channel=a,b"), "2").unwrap();
         assert_eq!(sub.resume(), Resume::Complete);
         publish(&broker, "a", "6");
         assert_eq!(
@@ -1141,7 +1332,7 @@ mod tests {
             "data: 3\nid: 3\n\ndata: 4\nid: 4\n\ndata: 5\nid: 5\n\ndata: 6\nid: 6\n\n"
         );
         // Only channel a: the events of a after 2.
-        let mut sub = broker.resume(&channels(&broker, "channel=a"), "2").unwrap();
+        let mut sub = broker.res(&channels(&broker, "channel=a"), "2").unwrap();
         assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 6\nid: 6\n\n");
     }
 
@@ -1153,7 +1344,7 @@ mod tests {
             .publish_local("a", &Event::default().id("x").data("2"))
             .unwrap();
         publish(&broker, "a", "3");
-        let mut sub = broker.resume(&channels(&broker, "channel=a"), "x").unwrap();
+        let mut sub = broker.res(&channels(&broker, "channel=a"), "x").unwrap();
         assert_eq!(sub.resume(), Resume::Complete);
         assert_eq!(recv_now(&mut sub), "data: 3\nid: 3\n\n");
     }
@@ -1164,11 +1355,11 @@ mod tests {
         for i in 1..=5 {
             publish(&broker, "a", &i.to_string());
         }
-        let mut sub = broker.resume(&channels(&broker, "channel=a"), "1").unwrap();
+        let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
         assert_eq!(sub.resume(), Resume::Gap);
         assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
         // The last kept event's predecessor is still complete.
-        let sub = broker.resume(&channels(&broker, "channel=a"), "3").unwrap();
+        let sub = broker.res(&channels(&broker, "channel=a"), "3").unwrap();
         assert_eq!(sub.resume(), Resume::Complete);
     }
 
@@ -1177,7 +1368,7 @@ mod tests {
         let broker = Broker::builder().history(10).build();
         publish(&broker, "a", "1");
         for id in ["zzz", "99", "01", "+1", ""] {
-            let mut sub = broker.resume(&channels(&broker, "channel=a"), id).unwrap();
+            let mut sub = broker.res(&channels(&broker, "channel=a"), id).unwrap();
             assert_eq!(sub.resume(), Resume::Unknown, "{id:?}");
             assert_pending!(task::spawn(sub.recv()).poll());
         }
@@ -1187,11 +1378,11 @@ mod tests {
     fn resume_on_a_channel_that_did_not_exist_is_a_gap() {
         // Without history the channel is gone when its subscriber leaves.
         let broker = Broker::new();
-        let sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
         publish(&broker, "a", "1");
         drop(sub);
         publish(&broker, "a", "2");
-        let sub = broker.resume(&channels(&broker, "channel=a"), "1").unwrap();
+        let sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
         assert_eq!(sub.resume(), Resume::Gap);
     }
 
@@ -1207,8 +1398,8 @@ mod tests {
     #[test]
     fn close_delivers_what_was_published_then_ends() {
         let broker = Broker::new();
-        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
-        let mut waiting = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+        let mut waiting = broker.sub(&channels(&broker, "channel=a")).unwrap();
         let mut wait = task::spawn(async {
             let mut n = 0;
             while waiting.recv().await.is_some() {
@@ -1226,13 +1417,13 @@ mod tests {
         assert_eq!(assert_ready!(wait.poll()), 1);
         assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_some());
         assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_none());
-        assert!(broker.subscribe(&channels(&broker, "channel=a")).is_err());
+        assert!(broker.sub(&channels(&broker, "channel=a")).is_err());
     }
 
     #[test]
     fn invalid_input_publishes_nothing() {
         let broker = Broker::new();
-        let mut sub = broker.subscribe(&channels(&broker, "channel=a")).unwrap();
+        let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
         assert!(broker
             .publish_local("a", &Event::default().event("x\ny"))
             .is_err());

@@ -12,7 +12,9 @@
 //! - the event type and the id can't hold line breaks (they would end the field and let the
 //!   rest be read as other fields), and the id can't hold NUL (the spec ignores such ids):
 //!   these are rejected with an [`EventError`], never sent;
-//! - comments are split at line breaks like data, each line a `:` line.
+//! - comments are split at line breaks like data, each line a `:` line;
+//! - the fields come in this order: `event`, `data`, `retry`, comments, `id` (the order does
+//!   not matter to a client; `id` last lets the Redis backend add the id it assigns).
 //!
 //! An event is encoded **once**, when it is published, into one [`Bytes`] that every subscriber
 //! shares (cloning `Bytes` only bumps a reference count).
@@ -46,7 +48,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 ///
 /// assert_eq!(
 ///     event.to_bytes().unwrap(),
-///     "event: greeting\ndata: Hello!\ndata: World\nid: 1\nretry: 3000\n\n"
+///     "event: greeting\ndata: Hello!\ndata: World\nretry: 3000\nid: 1\n\n"
 /// );
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -211,16 +213,25 @@ impl Event {
 
     /// Encodes a valid event with `id` as its `id:` field. The caller has validated it.
     pub(crate) fn encode(&self, id: Option<&str>) -> Bytes {
+        let mut buf = self.encode_head(id.map_or(0, str::len) + 6);
+        if let Some(id) = id {
+            field(&mut buf, "id", id);
+        }
+        buf.put_u8(b'\n');
+        buf.freeze()
+    }
+
+    /// Every line but the `id:` line and the blank line that ends the event, with room for
+    /// `extra` more bytes. The `id:` line comes last so that a backend which assigns ids
+    /// elsewhere (the Redis script) can append it and produce the same bytes.
+    pub(crate) fn encode_head(&self, extra: usize) -> BytesMut {
         let data = self.data.as_deref().unwrap_or("");
-        let mut buf = BytesMut::with_capacity(self.encoded_len_hint(data, id));
+        let mut buf = BytesMut::with_capacity(self.encoded_len_hint(data) + extra);
         if let Some(event) = &self.event {
             field(&mut buf, "event", event);
         }
         for line in lines(data) {
             field(&mut buf, "data", line);
-        }
-        if let Some(id) = id {
-            field(&mut buf, "id", id);
         }
         if let Some(retry) = self.retry {
             buf.put_slice(b"retry: ");
@@ -234,15 +245,13 @@ impl Event {
                 buf.put_u8(b'\n');
             }
         }
-        buf.put_u8(b'\n');
-        buf.freeze()
+        buf
     }
 
-    fn encoded_len_hint(&self, data: &str, id: Option<&str>) -> usize {
+    fn encoded_len_hint(&self, data: &str) -> usize {
         // Each line costs its text plus a short field name; a little slack covers the rest.
         let text = data.len()
             + self.event.as_ref().map_or(0, String::len)
-            + id.map_or(0, str::len)
             + self.comments.iter().map(String::len).sum::<usize>();
         text + 32 + 8 * data.bytes().filter(|b| *b == b'\n' || *b == b'\r').count()
     }
@@ -363,7 +372,7 @@ mod tests {
             .data("d");
         assert_eq!(
             bytes(event),
-            "event: e\ndata: d\nid: 7\nretry: 10\n: c1\n: c2\n\n"
+            "event: e\ndata: d\nretry: 10\n: c1\n: c2\nid: 7\n\n"
         );
     }
 

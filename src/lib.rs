@@ -28,6 +28,7 @@
 //! - [`broker`]: the registry of channels; ids, ordering, slow subscribers, shutdown.
 //! - [`service`] and [`body`]: the Tower service and its streaming response body.
 //! - [`access`]: before-request authorization per channel.
+//! - backends: in-process by default; `redis` (feature) so several instances share channels.
 //!
 //! # Feature flags
 //!
@@ -47,6 +48,9 @@ pub mod body;
 pub mod broker;
 pub mod channel;
 pub mod event;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod service;
 
 pub use self::{

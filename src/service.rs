@@ -19,7 +19,9 @@
 
 use std::{
     convert::Infallible,
-    future::{ready, Ready},
+    fmt,
+    future::{ready, Future},
+    pin::Pin,
     task::{Context, Poll},
     time::Duration,
 };
@@ -152,37 +154,57 @@ impl SseService {
         &self.broker
     }
 
-    fn respond<B>(&self, req: &Request<B>) -> Response<SseBody> {
-        let parsed;
+    /// Reads the request; the rest (subscribing, which may wait for the backend) is async.
+    fn respond<B>(&self, req: &Request<B>) -> Result<Subscribe, Response<SseBody>> {
         let channels = match req.extensions().get::<Channels>() {
-            Some(checked) => checked,
-            None => match self.rules.parse_query(req.uri().query()) {
-                Ok(channels) => {
-                    parsed = channels;
-                    &parsed
-                }
-                Err(err) => return plain(StatusCode::BAD_REQUEST, err.to_string()),
-            },
+            Some(checked) => checked.clone(),
+            None => self
+                .rules
+                .parse_query(req.uri().query())
+                .map_err(|err| plain(StatusCode::BAD_REQUEST, err.to_string()))?,
         };
-        let last_event_id = match last_event_id(req, self.max_last_event_id) {
-            Ok(id) => id,
-            Err(reason) => return plain(StatusCode::BAD_REQUEST, reason),
-        };
+        let last_event_id = last_event_id(req, self.max_last_event_id)
+            .map_err(|reason| plain(StatusCode::BAD_REQUEST, reason))?;
+        Ok(Subscribe {
+            service: self.clone(),
+            channels,
+            last_event_id,
+        })
+    }
+}
+
+/// What a stream request asked for, once read.
+struct Subscribe {
+    service: SseService,
+    channels: Channels,
+    last_event_id: Option<String>,
+}
+
+impl Subscribe {
+    async fn run(self) -> Response<SseBody> {
+        let Subscribe {
+            service,
+            channels,
+            last_event_id,
+        } = self;
         let subscribed = match &last_event_id {
-            Some(id) => self.broker.resume(channels, id),
-            None => self.broker.subscribe(channels),
+            Some(id) => service.broker.resume(&channels, id).await,
+            None => service.broker.subscribe(&channels).await,
         };
         let subscription = match subscribed {
             Ok(subscription) => subscription,
-            Err(err) => return plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            Err(err) => {
+                tracing::warn!(%err, "subscribe failed");
+                return plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+            }
         };
         tracing::debug!(channels = ?channels.iter().collect::<Vec<_>>(), ?last_event_id, "subscribe");
-        let first = match (subscription.resume(), &self.gap_event) {
+        let first = match (subscription.resume(), &service.gap_event) {
             (Resume::Gap, Some(event)) => Some(event.clone().data("gap").encode(None)),
             (Resume::Unknown, Some(event)) => Some(event.clone().data("unknown").encode(None)),
             _ => None,
         };
-        let mut res = Response::new(SseBody::stream(subscription, self.keep_alive, first));
+        let mut res = Response::new(SseBody::stream(subscription, service.keep_alive, first));
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -191,6 +213,33 @@ impl SseService {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
         res
+    }
+}
+
+/// The response future of [`SseService`]: ready at once with the in-process broker; with
+/// Redis, ready once the channels' Redis subscriptions are in place.
+///
+/// ```
+/// # use tower::Service;
+/// # use tower_sse::{service::ResponseFuture, Broker, SseService};
+/// let mut service = SseService::new(Broker::new());
+/// let future: ResponseFuture = service.call(http::Request::new(()));
+/// ```
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Response<SseBody>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<SseBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx).map(Ok)
     }
 }
 
@@ -239,14 +288,18 @@ pub(crate) fn plain<B: From<bytes::Bytes>>(status: StatusCode, reason: String) -
 impl<B> tower::Service<Request<B>> for SseService {
     type Response = Response<SseBody>;
     type Error = Infallible;
-    type Future = Ready<Result<Response<SseBody>, Infallible>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        ready(Ok(self.respond(&req)))
+        let inner: Pin<Box<dyn Future<Output = _> + Send>> = match self.respond(&req) {
+            Ok(subscribe) => Box::pin(subscribe.run()),
+            Err(res) => Box::pin(ready(res)),
+        };
+        ResponseFuture { inner }
     }
 }
 
