@@ -304,6 +304,9 @@ struct ChannelState {
     head: u64,
     /// One slot per subscriber: the waker to call on the next publish.
     wakers: Slab<Option<Waker>>,
+    /// The slots that hold a waker, so a publish wakes the waiting subscribers without
+    /// scanning the others. May name a slot twice or a freed one: taking is idempotent.
+    waiting: Vec<usize>,
     /// Events of this channel with a sequence number up to this one may be gone (dropped from
     /// the ring, or published before the channel existed); all later ones are in the ring.
     floor: u64,
@@ -815,6 +818,7 @@ impl Channel {
                 ring: VecDeque::with_capacity(capacity.min(64)),
                 head: 0,
                 wakers: Slab::new(),
+                waiting: Vec::new(),
                 floor,
             }),
         }
@@ -841,10 +845,12 @@ impl Channel {
 }
 
 fn take_wakers(state: &mut ChannelState) -> Vec<Waker> {
-    state
-        .wakers
-        .iter_mut()
-        .filter_map(|(_, waker)| waker.take())
+    let ChannelState {
+        wakers, waiting, ..
+    } = state;
+    waiting
+        .drain(..)
+        .filter_map(|slot| wakers.get_mut(slot)?.take())
         .collect()
 }
 
@@ -1004,10 +1010,14 @@ impl Subscription {
                     taken.push((index, entry.clone()));
                 }
                 if taken.len() == before && !again {
-                    let slot = &mut state.wakers[cursor.slot];
-                    match slot {
+                    let state = &mut *state;
+                    match &mut state.wakers[cursor.slot] {
                         Some(waker) if waker.will_wake(cx.waker()) => {}
-                        _ => *slot = Some(cx.waker().clone()),
+                        Some(waker) => waker.clone_from(cx.waker()),
+                        slot @ None => {
+                            *slot = Some(cx.waker().clone());
+                            state.waiting.push(cursor.slot);
+                        }
                     }
                 }
             }
@@ -1097,8 +1107,17 @@ impl Drop for Subscription {
         for cursor in self.cursors.drain(..) {
             let empty = {
                 let mut state = lock(&cursor.channel.state);
-                state.wakers.remove(cursor.slot);
-                state.wakers.is_empty()
+                let ChannelState {
+                    wakers, waiting, ..
+                } = &mut *state;
+                wakers.remove(cursor.slot);
+                // Without publishes, churn would leave stale slots in `waiting`: compact.
+                if waiting.len() > 2 * wakers.len() + 64 {
+                    waiting.retain(|slot| wakers.get(*slot).is_some_and(Option::is_some));
+                    waiting.sort_unstable();
+                    waiting.dedup();
+                }
+                wakers.is_empty()
             };
             if empty && !inner.keeps_idle_channels() {
                 // Checked again under the shard lock: a subscriber may have come meanwhile.

@@ -253,7 +253,7 @@ impl Event {
         let text = data.len()
             + self.event.as_ref().map_or(0, String::len)
             + self.comments.iter().map(String::len).sum::<usize>();
-        text + 32 + 8 * data.bytes().filter(|b| *b == b'\n' || *b == b'\r').count()
+        text + 32 + 8 * memchr::memchr2_iter(b'\r', b'\n', data.as_bytes()).count()
     }
 
     fn fail(&mut self, err: EventError) {
@@ -270,7 +270,7 @@ fn field(buf: &mut BytesMut, name: &str, value: &str) {
 }
 
 fn has_line_break(s: &str) -> bool {
-    s.bytes().any(|b| b == b'\n' || b == b'\r')
+    memchr::memchr2(b'\r', b'\n', s.as_bytes()).is_some()
 }
 
 /// Splits at LF, CRLF and lone CR, as the spec's parser does. An empty string is one empty line.
@@ -278,7 +278,7 @@ fn lines(s: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {
         let s = rest?;
-        match s.find(['\r', '\n']) {
+        match memchr::memchr2(b'\r', b'\n', s.as_bytes()) {
             Some(i) => {
                 let skip = if s[i..].starts_with("\r\n") { 2 } else { 1 };
                 rest = Some(&s[i + skip..]);

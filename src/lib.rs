@@ -61,3 +61,8 @@ pub use self::{
     event::{Event, EventError},
     service::SseService,
 };
+
+/// The README's code samples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
