@@ -1,1 +1,412 @@
-fn main() {}
+//! A standalone server-sent events hub: publish over HTTP, subscribe with `EventSource`.
+//!
+//! Run with: cargo run --release --example hub -- --help
+//!
+//! - `GET /events?channel=A&channel=B`: the event stream (default channel `sse`); resumes from
+//!   the `Last-Event-ID` header or the `lastEventId` query parameter. With `--token`, channels
+//!   named `private.*` need the token: `401` without one, `403` with a wrong one, and then no
+//!   stream at all, whatever other channels the request names.
+//! - `POST /publish?channel=A&event=TYPE&id=ID&retry=MS`, body = the event's data (UTF-8, at
+//!   most 1 MiB): answers `{"id": "..."}`. With `--token`, publishing always needs the token.
+//!   Bad input is a `4xx` with a `text/plain` reason and publishes nothing.
+//! - `GET /healthz`: `ok`.
+//!
+//! The token goes in `Authorization: Bearer SECRET`, or in the `access_token` query parameter
+//! for `EventSource`, which can't set headers (RFC 6750 §2.3).
+//!
+//! ```text
+//! cargo run --release --example hub -- --token s3cret
+//! curl -N 'http://127.0.0.1:8080/events?channel=news&channel=private.ops&access_token=s3cret'
+//! curl -X POST -H 'Authorization: Bearer s3cret' --data-binary 'Hello!' \
+//!      'http://127.0.0.1:8080/publish?channel=news&event=greeting'
+//! ```
+//!
+//! Logs: `RUST_LOG` (default `info`; `debug` shows subscribe and unsubscribe).
+
+use std::{env, error::Error, future::Future, process::ExitCode, sync::Arc, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{DefaultBodyLimit, FromRequest, Request, State},
+    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use clap::{builder::NonEmptyStringValueParser, Parser};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tower_sse::{access::Denied, AccessLayer, Broker, Channels, Event, PublishError, SseService};
+
+/// The largest event data `POST /publish` takes.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Server-sent events hub: POST /publish, GET /events (EventSource), GET /healthz.
+#[derive(Debug, Parser)]
+#[command(name = "hub")]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Redis URL, so several hubs share channels (needs the `redis` feature); else
+    /// $SSE_REDIS_URL, else $REDIS_URL, else the hub keeps everything in process.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Bearer token needed to publish and to subscribe to `private.*` channels.
+    #[arg(long, value_name = "SECRET", value_parser = NonEmptyStringValueParser::new())]
+    pub token: Option<String>,
+    /// Seconds without events before a keep-alive comment is sent (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub keep_alive: u64,
+    /// Events kept per channel for clients resuming with Last-Event-ID.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub history: usize,
+}
+
+/// The Redis URL: the flag, else `SSE_REDIS_URL`, else `REDIS_URL` (flask-sse's names); an
+/// empty value counts as unset.
+pub fn redis_url(
+    flag: Option<String>,
+    sse_redis_url: Option<String>,
+    redis_url: Option<String>,
+) -> Option<String> {
+    [flag, sse_redis_url, redis_url]
+        .into_iter()
+        .flatten()
+        .find(|url| !url.is_empty())
+}
+
+/// The broker the flags ask for: in process, or on Redis.
+pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
+    let builder = Broker::builder().history(args.history);
+    match &args.redis_url {
+        None => Ok(builder.build()),
+        #[cfg(feature = "redis")]
+        Some(url) => Ok(builder.connect_redis(url).await?),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err("the Redis backend needs the `redis` feature: \
+                        cargo run --release --features redis --example hub"
+            .into()),
+    }
+}
+
+#[derive(Clone)]
+struct Hub {
+    broker: Broker,
+    sse: SseService,
+    token: Option<Arc<str>>,
+}
+
+/// The hub's routes; `token` guards publishing and the `private.*` channels.
+pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) -> Router {
+    let token: Option<Arc<str>> = token.map(Arc::from);
+    let guard = token.clone();
+    let access = AccessLayer::new(move |parts: &Parts, channel: &str| {
+        let verdict = match &guard {
+            Some(token) if channel.starts_with("private.") => {
+                authorize(token, &parts.headers, parts.uri.query())
+            }
+            _ => Ok(()),
+        };
+        std::future::ready(verdict)
+    })
+    .channel_rules(broker.channel_rules().clone());
+    let hub = Hub {
+        sse: SseService::new(broker.clone()).keep_alive(keep_alive),
+        broker,
+        token,
+    };
+    Router::new()
+        .route("/events", get(events).route_layer(access))
+        .route(
+            "/publish",
+            post(publish).layer((
+                DefaultBodyLimit::disable(),
+                RequestBodyLimitLayer::new(MAX_BODY),
+            )),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(hub)
+        .layer(
+            TraceLayer::new_for_http()
+                // The path only: the query may hold an access token.
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+}
+
+/// The stream; the access layer has checked its channels and put them in the extensions.
+async fn events(State(hub): State<Hub>, req: Request) -> Response {
+    let channels = req
+        .extensions()
+        .get::<Channels>()
+        .map(|channels| Unsubscribe(channels.iter().map(str::to_owned).collect::<Vec<_>>()));
+    let res = match hub.sse.oneshot(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    };
+    match channels {
+        // Keep the guard as long as the body: it logs when the client goes or the stream ends.
+        Some(guard) if res.status() == StatusCode::OK => res.map(|body| {
+            Body::new(body.map_frame(move |frame| {
+                let _guard = &guard;
+                frame
+            }))
+        }),
+        _ => res.map(Body::new),
+    }
+}
+
+struct Unsubscribe(Vec<String>);
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        tracing::debug!(channels = ?self.0, "unsubscribe");
+    }
+}
+
+async fn publish(State(hub): State<Hub>, req: Request) -> Response {
+    match try_publish(&hub, req).await {
+        Ok(id) => Json(serde_json::json!({ "id": id })).into_response(),
+        Err(res) if res.status().is_server_error() => {
+            tracing::warn!(status = %res.status(), "publish failed");
+            res
+        }
+        Err(res) => {
+            tracing::debug!(status = %res.status(), "publish refused");
+            res
+        }
+    }
+}
+
+async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
+    if let Some(token) = &hub.token {
+        authorize(token, req.headers(), req.uri().query()).map_err(refusal)?;
+    }
+    let params = PublishParams::parse(req.uri().query().unwrap_or("")).map_err(bad_request)?;
+    // Reading the body after the checks: a refused request costs no buffering.
+    let body = Bytes::from_request(req, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let data = String::from_utf8(body.into()).map_err(|_| bad_request("body is not UTF-8"))?;
+    let mut event = Event::default().data(data);
+    if let Some(kind) = params.event {
+        event = event.event(kind);
+    }
+    if let Some(id) = params.id {
+        event = event.id(id);
+    }
+    if let Some(retry) = params.retry {
+        event = event.retry(retry);
+    }
+    let channel = params.channel.as_deref().unwrap_or("sse");
+    hub.broker.publish(channel, event).await.map_err(|err| {
+        let status = match err {
+            PublishError::Event(_) | PublishError::Channel(_) => StatusCode::BAD_REQUEST,
+            PublishError::Closed | PublishError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, err.to_string()).into_response()
+    })
+}
+
+/// The query of `POST /publish`. Unknown or repeated parameters are errors, so a typo
+/// (`chanel=`) can't publish to the default channel.
+#[derive(Default)]
+struct PublishParams {
+    channel: Option<String>,
+    event: Option<String>,
+    id: Option<String>,
+    retry: Option<Duration>,
+}
+
+impl PublishParams {
+    fn parse(query: &str) -> Result<PublishParams, &'static str> {
+        let (mut params, mut retry) = (PublishParams::default(), None);
+        for (key, value) in query_pairs(query) {
+            let slot = match &*decode(key)? {
+                "channel" => &mut params.channel,
+                "event" => &mut params.event,
+                "id" => &mut params.id,
+                "retry" => &mut retry,
+                "access_token" => continue,
+                _ => return Err("unknown parameter (expected channel, event, id, retry)"),
+            };
+            if slot.replace(decode(value)?).is_some() {
+                return Err("parameter given twice");
+            }
+        }
+        if let Some(ms) = retry {
+            if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("retry is not a number of milliseconds");
+            }
+            let ms = ms.parse().map_err(|_| "retry is too large")?;
+            params.retry = Some(Duration::from_millis(ms));
+        }
+        Ok(params)
+    }
+}
+
+/// Checks the bearer token: `Authorization: Bearer ...`, else the `access_token` parameter.
+fn authorize(expected: &str, headers: &HeaderMap, query: Option<&str>) -> Result<(), Denied> {
+    let token = match bearer(headers) {
+        Some(token) => Some(token.to_owned()),
+        None => access_token(query.unwrap_or(""))?,
+    };
+    match token {
+        None => Err(Denied::unauthorized("bearer token required")),
+        Some(token) if same(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(Denied::forbidden("wrong token")),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+fn access_token(query: &str) -> Result<Option<String>, Denied> {
+    let mut token = None;
+    for (key, value) in query_pairs(query) {
+        if decode(key).as_deref() != Ok("access_token") {
+            continue;
+        }
+        let value = decode(value).map_err(|reason| Denied::new(StatusCode::BAD_REQUEST, reason))?;
+        if token.replace(value).is_some() {
+            return Err(Denied::new(
+                StatusCode::BAD_REQUEST,
+                "access_token given twice",
+            ));
+        }
+    }
+    Ok(token)
+}
+
+/// Compares in time that depends on the expected token's length only, not on where the
+/// first difference is.
+fn same(given: &[u8], expected: &[u8]) -> bool {
+    let diff = expected.iter().enumerate().fold(0, |diff, (i, b)| {
+        diff | (given.get(i).copied().unwrap_or(!b) ^ b)
+    });
+    diff == 0 && given.len() == expected.len()
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Strict form decoding, as tower-sse reads channels: `+` is a space, `%` must start two hex
+/// digits, and the result must be UTF-8.
+fn decode(s: &str) -> Result<String, &'static str> {
+    const INVALID: &str = "invalid percent-encoding or UTF-8 in query";
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let mut hex = || bytes.next().and_then(|b| char::from(b).to_digit(16));
+                match (hex(), hex()) {
+                    (Some(hi), Some(lo)) => (hi * 16 + lo) as u8,
+                    _ => return Err(INVALID),
+                }
+            }
+            b => b,
+        });
+    }
+    String::from_utf8(out).map_err(|_| INVALID)
+}
+
+fn bad_request(reason: &'static str) -> Response {
+    (StatusCode::BAD_REQUEST, reason).into_response()
+}
+
+fn refusal(denied: Denied) -> Response {
+    let mut res = (denied.status(), denied.reason().to_owned()).into_response();
+    if denied.status() == StatusCode::UNAUTHORIZED {
+        let challenge = HeaderValue::from_static("Bearer");
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    res
+}
+
+/// Waits for `signal`, then closes the broker so that every stream ends and the server's
+/// graceful shutdown can finish.
+pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
+    signal.await;
+    tracing::info!("shutting down");
+    broker.close();
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "can't listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => drop(sigterm.recv().await),
+            Err(err) => {
+                tracing::warn!(%err, "can't listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
+    let var = |name| env::var(name).ok();
+    args.redis_url = redis_url(args.redis_url, var("SSE_REDIS_URL"), var("REDIS_URL"));
+    let broker = broker(&args).await?;
+    let listener = tokio::net::TcpListener::bind(&args.bind).await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        redis = args.redis_url.is_some(),
+        token = args.token.is_some(),
+        "hub listening"
+    );
+    let keep_alive = (args.keep_alive > 0).then(|| Duration::from_secs(args.keep_alive));
+    let app = app(broker.clone(), args.token, keep_alive);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown(broker, signal()))
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("hub: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

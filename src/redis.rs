@@ -22,11 +22,20 @@
 //! unreachable fails with [`PublishError::Backend`]; it is never silently dropped. A new
 //! stream on a channel this instance has no subscription for yet fails the same way.
 //!
+//! If Redis comes back without its data (a restart without persistence), each instance notices
+//! on reconnect (the `epoch` key is gone) and takes the histories from their start, so its
+//! clients still get every event published since. The history from before is gone. Every
+//! publish and reconnect raises the counter to the highest id its instance has seen, so ids go
+//! on growing and a `Last-Event-ID` from before the loss is not read as a newer event; only
+//! events published before any such instance is back, by one that had seen fewer ids (a fresh
+//! process), reuse old ids.
+//!
 //! # Keys
 //!
-//! With the default prefix `tower-sse`: `tower-sse:seq` (the id counter),
-//! `tower-sse:history:{channel}` (streams, entry id = sequence number) and the pub/sub channels
-//! `tower-sse:channel:{channel}`.
+//! With the default prefix `tower-sse`: `tower-sse:seq` (the id counter), `tower-sse:epoch` (a
+//! random token, lost with the data), `tower-sse:history:{channel}` (streams, entry id =
+//! sequence number) and the pub/sub channels `tower-sse:channel:{channel}`. Needs Redis 7.0 or
+//! later (`XSETID ... MAXDELETEDID`).
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
@@ -44,7 +53,15 @@
 //! [`BrokerBuilder::history`]: crate::BrokerBuilder::history
 //! [`PublishError::Backend`]: crate::PublishError::Backend
 
-use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -77,19 +94,50 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// KEYS: counter, history stream, pub/sub channel. ARGV: the encoded event without its `id:`
-/// line and final blank line, the publisher's id, `g` (given) or `a` (assign), history length.
-/// The message is `{seq}\n{g|a}{id}\n{bytes}`, stored and published as one.
+/// line and final blank line, the publisher's id, `g` (given) or `a` (assign), history length,
+/// the highest sequence number this instance has seen (see [`RESTORE`]).
+/// The message is `{seq}\n{g|a}{id}\n{bytes}`, stored and published as one. Returns
+/// `{id, seq}`.
+///
+/// Trimming with `MAXLEN` does not move the stream's `max-deleted-entry-id` (Redis 7.0), which
+/// [`REPLAY`] reads to tell a gap: so trim by hand and record the last entry dropped.
 const PUBLISH: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[1], ARGV[5])
+end
 local seq = redis.call('INCR', KEYS[1])
+local sid = string.format('%d', seq)
 local id = ARGV[2]
-if ARGV[3] == 'a' then id = string.format('%d', seq) end
-local msg = string.format('%d', seq) .. '\n' .. ARGV[3] .. id .. '\n' .. ARGV[1] .. 'id: ' .. id .. '\n\n'
+if ARGV[3] == 'a' then id = sid end
+local msg = sid .. '\n' .. ARGV[3] .. id .. '\n' .. ARGV[1] .. 'id: ' .. id .. '\n\n'
 local n = tonumber(ARGV[4])
 if n > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', n, string.format('%d', seq) .. '-0', 'm', msg, 'i', id)
+  redis.call('XADD', KEYS[2], sid .. '-0', 'm', msg, 'i', id)
+  local len = redis.call('XLEN', KEYS[2])
+  if len > n then
+    local dropped = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', len - n)
+    redis.call('XTRIM', KEYS[2], 'MAXLEN', n)
+    redis.call('XSETID', KEYS[2], sid .. '-0', 'MAXDELETEDID', dropped[#dropped][1])
+  end
 end
 redis.call('PUBLISH', KEYS[3], msg)
-return id
+return {id, seq}
+";
+
+/// Run by the subscription task on every (re)connect. KEYS: counter, epoch. ARGV: the highest
+/// sequence number this instance has seen, a fresh random token. Returns the epoch.
+///
+/// Without persistence a restarted Redis has lost the counter and the histories. The epoch key
+/// goes with them, so a changed epoch tells the task to take the histories from the start. And
+/// the counter is raised back to what this instance has seen, so that ids keep growing: a
+/// browser's `Last-Event-ID` from before the loss is not mistaken for a newer event, and events
+/// are not dropped as already seen.
+const RESTORE: &str = r"
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return redis.call('GET', KEYS[2])
 ";
 
 /// KEYS: counter, then the history streams. ARGV: the last event id, `1` if it is a sequence
@@ -139,6 +187,10 @@ fn seq_key() -> String {
     format!("{PREFIX}:seq")
 }
 
+fn epoch_key() -> String {
+    format!("{PREFIX}:epoch")
+}
+
 fn history_key(channel: &str) -> String {
     format!("{PREFIX}:history:{channel}")
 }
@@ -164,6 +216,19 @@ fn parse_message(message: &[u8]) -> Option<Entry> {
     })
 }
 
+/// A value no other instance's connect picks: random keys (per process and per call), the
+/// time and the process id.
+fn token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    format!("{:016x}{:08x}", hasher.finish(), std::process::id())
+}
+
 fn split_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let at = bytes.iter().position(|b| *b == b'\n')?;
     Some((&bytes[..at], &bytes[at + 1..]))
@@ -174,6 +239,8 @@ pub(crate) struct RedisBackend {
     conn: ConnectionManager,
     control: mpsc::UnboundedSender<Control>,
     history: usize,
+    /// The highest sequence number this instance has seen, shared with its [`Subscriber`].
+    seen: Arc<AtomicU64>,
     publish: Script,
     replay: Script,
 }
@@ -213,10 +280,12 @@ impl RedisBackend {
             .set_number_of_retries(1);
         let conn = client.get_connection_manager_with_config(manager).await?;
         let (control, requests) = mpsc::unbounded_channel();
+        let seen = Arc::new(AtomicU64::new(0));
         let backend = RedisBackend {
             conn: conn.clone(),
             control,
             history: config.history_len(),
+            seen: seen.clone(),
             publish: Script::new(PUBLISH),
             replay: Script::new(REPLAY),
         };
@@ -225,6 +294,9 @@ impl RedisBackend {
             conn,
             requests,
             active: HashMap::new(),
+            seen,
+            epoch: None,
+            restore: Script::new(RESTORE),
         };
         Ok((backend, subscriber))
     }
@@ -240,7 +312,8 @@ impl RedisBackend {
             None => ("a", ""),
         };
         let mut conn = self.conn.clone();
-        self.publish
+        let (id, seq): (String, u64) = self
+            .publish
             .key(seq_key())
             .key(history_key(channel))
             .key(channel_key(channel))
@@ -248,12 +321,15 @@ impl RedisBackend {
             .arg(id)
             .arg(flag)
             .arg(self.history)
+            .arg(self.seen.load(Ordering::Relaxed))
             .invoke_async(&mut conn)
             .await
             .map_err(|err| {
                 tracing::warn!(%err, channel, "publish to Redis failed");
                 PublishError::backend(err)
-            })
+            })?;
+        self.seen.fetch_max(seq, Ordering::Relaxed);
+        Ok(id)
     }
 
     pub(crate) async fn ensure(&self, channels: &Channels) -> Result<(), PublishError> {
@@ -302,6 +378,7 @@ impl RedisBackend {
             return Err(PublishError::backend("unexpected replay reply from Redis"));
         };
         let snapshot = u64::try_from(snapshot).unwrap_or(0);
+        self.seen.fetch_max(snapshot, Ordering::Relaxed);
         if after < 0 {
             return Ok(Replay {
                 resume: Resume::Unknown,
@@ -331,6 +408,9 @@ impl RedisBackend {
     }
 }
 
+/// One entry of an `XRANGE` reply: its id and fields.
+type StreamEntry = (String, HashMap<String, Vec<u8>>);
+
 /// The task that holds this instance's one Redis subscription connection.
 pub(crate) struct Subscriber {
     client: Client,
@@ -338,6 +418,10 @@ pub(crate) struct Subscriber {
     requests: mpsc::UnboundedReceiver<Control>,
     /// Channels subscribed in Redis, with the last sequence number delivered on each.
     active: HashMap<Arc<str>, u64>,
+    seen: Arc<AtomicU64>,
+    /// The `epoch` key's value at the last connect.
+    epoch: Option<String>,
+    restore: Script,
 }
 
 /// Why a session with Redis ended.
@@ -406,10 +490,17 @@ impl Subscriber {
             if let Err(err) = sink.subscribe(&keys).await {
                 return Ended::Disconnected(err.to_string());
             }
+        }
+        // After subscribing, so what is published from now on is either in the backfill or
+        // in the subscription (or both: `active` drops the second copy).
+        if let Err(err) = self.restore().await {
+            return Ended::Disconnected(err.to_string());
+        }
+        if !self.active.is_empty() {
             if let Err(err) = self.backfill(broker).await {
                 return Ended::Disconnected(err.to_string());
             }
-            tracing::info!(channels = keys.len(), "Redis subscription restored");
+            tracing::info!(channels = self.active.len(), "Redis subscription restored");
         }
         *backoff = MIN_BACKOFF;
         loop {
@@ -463,10 +554,34 @@ impl Subscriber {
         // Events up to the counter read now were published before this subscription was
         // answered, so before any local subscriber of these channels got its response.
         let mut conn = self.conn.clone();
-        let seq: Option<u64> = conn.get(seq_key()).await?;
+        let seq: u64 = conn.get::<_, Option<u64>>(seq_key()).await?.unwrap_or(0);
+        self.seen.fetch_max(seq, Ordering::Relaxed);
         for name in new {
-            self.active.insert(name, seq.unwrap_or(0));
+            self.active.insert(name, seq);
         }
+        Ok(())
+    }
+
+    /// Checks whether Redis lost its data since the last connect, and if so makes the backfill
+    /// take the histories from their start: they hold only events published since the loss,
+    /// with sequence numbers that may be lower than the ones seen before it.
+    async fn restore(&mut self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let epoch: String = self
+            .restore
+            .key(seq_key())
+            .key(epoch_key())
+            .arg(self.seen.load(Ordering::Relaxed))
+            .arg(token())
+            .invoke_async(&mut conn)
+            .await?;
+        if self.epoch.as_ref().is_some_and(|old| *old != epoch) {
+            tracing::warn!("Redis lost its data; replaying the histories from their start");
+            for last in self.active.values_mut() {
+                *last = 0;
+            }
+        }
+        self.epoch = Some(epoch);
         Ok(())
     }
 
@@ -489,6 +604,7 @@ impl Subscriber {
             return; // already delivered by a backfill
         }
         *last = entry.seq;
+        self.seen.fetch_max(entry.seq, Ordering::Relaxed);
         broker.deliver_remote(name, entry);
     }
 
@@ -502,8 +618,7 @@ impl Subscriber {
             pipe.cmd("XRANGE").arg(history_key(name)).arg(from).arg("+");
         }
         let mut conn = self.conn.clone();
-        let replies: Vec<Vec<(String, HashMap<String, Vec<u8>>)>> =
-            pipe.query_async(&mut conn).await?;
+        let replies: Vec<Vec<StreamEntry>> = pipe.query_async(&mut conn).await?;
         let mut missed: Vec<(Arc<str>, Entry)> = Vec::new();
         for (name, entries) in names.iter().zip(replies) {
             for (_, fields) in entries {
@@ -521,6 +636,7 @@ impl Subscriber {
             if let Some(last) = self.active.get_mut(&name) {
                 if entry.seq > *last {
                     *last = entry.seq;
+                    self.seen.fetch_max(entry.seq, Ordering::Relaxed);
                     broker.deliver_remote(&name, entry);
                 }
             }

@@ -155,16 +155,16 @@ impl SseService {
     }
 
     /// Reads the request; the rest (subscribing, which may wait for the backend) is async.
-    fn respond<B>(&self, req: &Request<B>) -> Result<Subscribe, Response<SseBody>> {
+    fn respond<B>(&self, req: &Request<B>) -> Result<Subscribe, Box<Response<SseBody>>> {
         let channels = match req.extensions().get::<Channels>() {
             Some(checked) => checked.clone(),
             None => self
                 .rules
                 .parse_query(req.uri().query())
-                .map_err(|err| plain(StatusCode::BAD_REQUEST, err.to_string()))?,
+                .map_err(|err| Box::new(plain(StatusCode::BAD_REQUEST, err.to_string())))?,
         };
         let last_event_id = last_event_id(req, self.max_last_event_id)
-            .map_err(|reason| plain(StatusCode::BAD_REQUEST, reason))?;
+            .map_err(|reason| Box::new(plain(StatusCode::BAD_REQUEST, reason)))?;
         Ok(Subscribe {
             service: self.clone(),
             channels,
@@ -297,7 +297,7 @@ impl<B> tower::Service<Request<B>> for SseService {
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let inner: Pin<Box<dyn Future<Output = _> + Send>> = match self.respond(&req) {
             Ok(subscribe) => Box::pin(subscribe.run()),
-            Err(res) => Box::pin(ready(res)),
+            Err(res) => Box::pin(ready(*res)),
         };
         ResponseFuture { inner }
     }
