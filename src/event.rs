@@ -295,7 +295,7 @@ fn lines(s: &str) -> impl Iterator<Item = &str> {
 /// Why an [`Event`] can't be sent.
 ///
 /// ```
-/// # use tower_sse::{Event, EventError};
+/// # use tower_sse::Event;
 /// let err = Event::default().event("x\ry").validate().unwrap_err();
 /// assert_eq!(err.to_string(), "event type contains a line break");
 /// ```

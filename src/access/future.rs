@@ -20,8 +20,8 @@ pin_project! {
     /// ```
     /// # use tower::Service;
     /// # use tower_sse::{access::{Access, ResponseFuture}, Broker, SseService};
-    /// # let mut service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok(()) });
-    /// let future = service.call(http::Request::new(()));
+    /// # let mut service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) });
+    /// let future: ResponseFuture<_, _, _> = service.call(http::Request::new(()));
     /// ```
     pub struct ResponseFuture<S, P, B>
     where

@@ -39,7 +39,7 @@ impl<P> AccessLayer<P> {
     ///
     /// ```
     /// # use tower_sse::AccessLayer;
-    /// let layer = AccessLayer::new(|_: &http::request::Parts, _: &str| async { Ok(()) });
+    /// let layer = AccessLayer::new(|_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) });
     /// ```
     pub fn new(policy: P) -> Self {
         AccessLayer {
@@ -52,7 +52,7 @@ impl<P> AccessLayer<P> {
     ///
     /// ```
     /// # use tower_sse::{AccessLayer, ChannelRules};
-    /// let layer = AccessLayer::new(|_: &http::request::Parts, _: &str| async { Ok(()) })
+    /// let layer = AccessLayer::new(|_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) })
     ///     .channel_rules(ChannelRules::default().max_channels(4));
     /// ```
     pub fn channel_rules(mut self, rules: ChannelRules) -> Self {

@@ -41,7 +41,7 @@ impl<S, P> Access<S, P> {
     ///
     /// ```
     /// # use tower_sse::{access::Access, Broker, SseService};
-    /// let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok(()) });
+    /// let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) });
     /// ```
     pub fn new(inner: S, policy: P) -> Self {
         Access {
@@ -55,7 +55,7 @@ impl<S, P> Access<S, P> {
     ///
     /// ```
     /// # use tower_sse::{access::Access, Broker, ChannelRules, SseService};
-    /// let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok(()) })
+    /// let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) })
     ///     .channel_rules(ChannelRules::default().max_len(64));
     /// ```
     pub fn channel_rules(mut self, rules: ChannelRules) -> Self {
@@ -67,7 +67,7 @@ impl<S, P> Access<S, P> {
     ///
     /// ```
     /// # use tower_sse::{access::Access, Broker, SseService};
-    /// # let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok(()) });
+    /// # let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) });
     /// let sse: &SseService = service.get_ref();
     /// ```
     pub fn get_ref(&self) -> &S {
@@ -78,7 +78,7 @@ impl<S, P> Access<S, P> {
     ///
     /// ```
     /// # use tower_sse::{access::Access, Broker, SseService};
-    /// # let mut service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok(()) });
+    /// # let mut service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) });
     /// let sse: &mut SseService = service.get_mut();
     /// ```
     pub fn get_mut(&mut self) -> &mut S {
@@ -89,7 +89,7 @@ impl<S, P> Access<S, P> {
     ///
     /// ```
     /// # use tower_sse::{access::Access, Broker, SseService};
-    /// # let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok(()) });
+    /// # let service = Access::new(SseService::new(Broker::new()), |_: &http::request::Parts, _: &str| async { Ok::<_, tower_sse::access::Denied>(()) });
     /// let sse: SseService = service.into_inner();
     /// ```
     pub fn into_inner(self) -> S {
