@@ -89,8 +89,8 @@ impl SseService {
     }
 
     /// The event sent first on a resumed stream whose replay is incomplete
-    /// ([`Resume::Gap`](crate::Resume::Gap)) or whose id is unknown
-    /// ([`Resume::Unknown`](crate::Resume::Unknown)), so the page knows to reload its state
+    /// ([`Resume::Gap`]) or whose id is unknown
+    /// ([`Resume::Unknown`]), so the page knows to reload its state
     /// (default: an event of type `gap` whose data is `gap` or `unknown`; `None` sends nothing).
     /// Its data is replaced by the reason; it is sent without an id, so the client's
     /// `Last-Event-ID` stays where it was.
