@@ -106,8 +106,10 @@ impl Default for BrokerBuilder {
 
 impl BrokerBuilder {
     /// How many events a subscriber may fall behind before the [`LagPolicy`] applies (default
-    /// 256, at least 1). The events are shared by all subscribers of a channel, so this costs
-    /// memory per channel, not per subscriber.
+    /// 256, at least 1), or the [history](BrokerBuilder::history) if that is larger: those
+    /// events are kept anyway. The events are shared by all subscribers of a channel, so this
+    /// costs memory per channel, not per subscriber. With Redis it also bounds what a backfill
+    /// after a reconnect can deliver at once without lagging subscribers.
     ///
     /// ```
     /// # use tower_sse::Broker;
@@ -180,16 +182,16 @@ impl BrokerBuilder {
     }
 
     fn into_inner(self, backend: Backend) -> Inner {
-        let capacity = match backend {
-            Backend::Local => self.buffer.max(self.history),
-            // Redis keeps the history; the ring only buffers.
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => self.buffer,
-        };
+        // The ring keeps the history (in process) and takes a whole backfill after a Redis
+        // reconnect (up to the history, what Redis keeps): a subscriber may fall behind by
+        // that much before it lags.
+        let capacity = self.buffer.max(self.history);
         Inner {
             channels: DashMap::new(),
             sequencer: Mutex::new(0),
             watermark: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            data_lost_at: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity,
             config: self,
@@ -278,6 +280,10 @@ struct Inner {
     /// Every event up to this sequence number is in its ring. Readers take only those, which
     /// keeps streams over several channels in sequence order.
     watermark: AtomicU64,
+    /// The order number of the last event delivered before the backend last lost its data
+    /// (0: never). See [`Broker::data_lost`].
+    #[cfg(feature = "redis")]
+    data_lost_at: AtomicU64,
     closed: AtomicBool,
     capacity: usize,
     config: BrokerBuilder,
@@ -315,7 +321,13 @@ struct ChannelState {
 /// One published event, encoded once and shared by every subscriber.
 #[derive(Debug)]
 pub(crate) struct Entry {
+    /// This broker's order number: events enter the rings in this order, and the watermark
+    /// and floors count it.
     pub(crate) seq: u64,
+    /// The sequence number the id comes from: `seq` in process, the Redis counter's value
+    /// for events that came through Redis.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) origin: u64,
     /// The publisher's id; `None` when the id is `seq`.
     pub(crate) id: Option<Box<str>>,
     pub(crate) bytes: Bytes,
@@ -483,6 +495,7 @@ impl Broker {
                     id = given.to_owned();
                     Entry {
                         seq,
+                        origin: seq,
                         bytes: event.encode(Some(given)),
                         id: Some(given.into()),
                     }
@@ -491,6 +504,7 @@ impl Broker {
                     id = seq.to_string();
                     Entry {
                         seq,
+                        origin: seq,
                         bytes: event.encode(Some(&id)),
                         id: None,
                     }
@@ -532,14 +546,29 @@ impl Broker {
         wakers
     }
 
-    /// Delivers an event that came through the backend, in sequence order.
+    /// Delivers an event that came through the backend, with the next local order number:
+    /// the backend's sequence numbers may start again lower after Redis lost its data, and the
+    /// watermark must still order streams over several channels.
     #[cfg(feature = "redis")]
-    pub(crate) fn deliver_remote(&self, name: &str, entry: Entry) {
+    pub(crate) fn deliver_remote(&self, name: &str, mut entry: Entry) {
         let wakers = {
-            let _last = lock(&self.inner.sequencer);
+            let mut last = lock(&self.inner.sequencer);
+            *last += 1;
+            entry.seq = *last;
             self.deliver(name, entry)
         };
         wake_all(wakers);
+    }
+
+    /// The backend lost its data (Redis restarted empty): the events it delivers from now on
+    /// may reuse sequence numbers that resumed streams already had in their replay, so those
+    /// streams must not skip them.
+    #[cfg(feature = "redis")]
+    pub(crate) fn data_lost(&self) {
+        // An order number of its own, so it is after every replay read before it.
+        let mut last = lock(&self.inner.sequencer);
+        *last += 1;
+        self.inner.data_lost_at.store(*last, Ordering::Release);
     }
 
     /// Whether a channel with this name exists here now.
@@ -647,10 +676,17 @@ impl Broker {
                 let mut subscription = self.subscribe_local(channels, None)?;
                 redis.ensure(channels).await?;
                 if let Some(id) = last_event_id {
+                    // Read before the replay: a data loss noticed from now on may have
+                    // happened before the replay was read, so don't skip what follows it
+                    // (a duplicate at worst, never a lost event).
+                    let after = *lock(&self.inner.sequencer);
                     let replay = redis.replay(channels, id).await?;
                     tracing::debug!(last_event_id = id, resume = ?replay.resume, "resume");
                     subscription.resume = replay.resume;
-                    subscription.skip_until = replay.snapshot;
+                    subscription.skip = Some(Skip {
+                        until: replay.snapshot,
+                        after,
+                    });
                     subscription.replay = replay.entries.into();
                 }
                 Ok(subscription)
@@ -720,7 +756,8 @@ impl Broker {
             cursors,
             scratch: Vec::new(),
             replay: VecDeque::new(),
-            skip_until: 0,
+            #[cfg(feature = "redis")]
+            skip: None,
             resume,
             done: false,
         })
@@ -885,10 +922,29 @@ pub struct Subscription {
     scratch: Vec<(usize, Arc<Entry>)>,
     /// Events to send before the channels' own (a resume through the backend).
     replay: VecDeque<Arc<Entry>>,
-    /// Ring entries up to this sequence number were in the replay: skipped.
-    skip_until: u64,
+    /// Which ring entries were in the replay already.
+    #[cfg(feature = "redis")]
+    skip: Option<Skip>,
     resume: Resume,
     done: bool,
+}
+
+/// Ring entries up to a backend sequence number were in a resumed stream's replay: they are
+/// skipped, unless the backend lost its data after the stream started (then the numbers were
+/// given out again, to new events).
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy)]
+struct Skip {
+    until: u64,
+    /// The local order number when the replay was read.
+    after: u64,
+}
+
+#[cfg(feature = "redis")]
+impl Skip {
+    fn skips(&self, entry: &Entry, data_lost_at: u64) -> bool {
+        entry.origin <= self.until && !(data_lost_at > self.after && entry.seq > data_lost_at)
+    }
 }
 
 struct Cursor {
@@ -975,6 +1031,8 @@ impl Subscription {
             return Poll::Ready(Some(Delivery::Events(self.take_replay(max_bytes))));
         }
         let inner = &*self.broker.inner;
+        #[cfg(feature = "redis")]
+        let data_lost_at = inner.data_lost_at.load(Ordering::Acquire);
         loop {
             let closed = inner.closed.load(Ordering::Acquire);
             let watermark = inner.watermark.load(Ordering::Acquire);
@@ -992,7 +1050,8 @@ impl Subscription {
                 let mut bytes = 0;
                 let before = taken.len();
                 for entry in state.ring.range(start..) {
-                    if entry.seq <= self.skip_until {
+                    #[cfg(feature = "redis")]
+                    if self.skip.is_some_and(|skip| skip.skips(entry, data_lost_at)) {
                         // Already sent in the replay; these come first in the ring.
                         cursor.pos += 1;
                         continue;

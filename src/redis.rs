@@ -211,6 +211,7 @@ fn parse_message(message: &[u8]) -> Option<Entry> {
     };
     Some(Entry {
         seq,
+        origin: seq,
         id,
         bytes: Bytes::copy_from_slice(bytes),
     })
@@ -493,8 +494,14 @@ impl Subscriber {
         }
         // After subscribing, so what is published from now on is either in the backfill or
         // in the subscription (or both: `active` drops the second copy).
-        if let Err(err) = self.restore().await {
-            return Ended::Disconnected(err.to_string());
+        match self.restore().await {
+            Ok(true) => {
+                if let Some(broker) = broker.upgrade() {
+                    broker.data_lost();
+                }
+            }
+            Ok(false) => {}
+            Err(err) => return Ended::Disconnected(err.to_string()),
         }
         if !self.active.is_empty() {
             if let Err(err) = self.backfill(broker).await {
@@ -564,8 +571,9 @@ impl Subscriber {
 
     /// Checks whether Redis lost its data since the last connect, and if so makes the backfill
     /// take the histories from their start: they hold only events published since the loss,
-    /// with sequence numbers that may be lower than the ones seen before it.
-    async fn restore(&mut self) -> redis::RedisResult<()> {
+    /// with sequence numbers that may be lower than the ones seen before it. Returns whether
+    /// it did.
+    async fn restore(&mut self) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let epoch: String = self
             .restore
@@ -575,14 +583,15 @@ impl Subscriber {
             .arg(token())
             .invoke_async(&mut conn)
             .await?;
-        if self.epoch.as_ref().is_some_and(|old| *old != epoch) {
+        let lost = self.epoch.as_ref().is_some_and(|old| *old != epoch);
+        if lost {
             tracing::warn!("Redis lost its data; replaying the histories from their start");
             for last in self.active.values_mut() {
                 *last = 0;
             }
         }
         self.epoch = Some(epoch);
-        Ok(())
+        Ok(lost)
     }
 
     fn on_message(&mut self, message: &redis::Msg, broker: &crate::Broker) {

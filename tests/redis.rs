@@ -601,7 +601,6 @@ async fn data_loss_is_noticed_when_new_ids_reuse_old_ones() {
 
 /// As above, for a stream that was resumed before the loss.
 #[tokio::test]
-#[ignore = "needs a broker.rs fix: `skip_until` also skips the reused ids"]
 async fn data_loss_with_reused_ids_and_a_resumed_stream() {
     let mut redis = redis_server!();
     let b = connect(&redis.url(), 100).await;
@@ -623,7 +622,6 @@ async fn data_loss_with_reused_ids_and_a_resumed_stream() {
 
 /// As above, for a stream over two channels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a broker.rs fix: the watermark no longer orders reused ids"]
 async fn data_loss_with_reused_ids_on_two_channels() {
     let mut redis = redis_server!();
     // A buffer for the whole backfill, which comes at once.
