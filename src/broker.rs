@@ -1051,7 +1051,10 @@ impl Subscription {
                 let before = taken.len();
                 for entry in state.ring.range(start..) {
                     #[cfg(feature = "redis")]
-                    if self.skip.is_some_and(|skip| skip.skips(entry, data_lost_at)) {
+                    if self
+                        .skip
+                        .is_some_and(|skip| skip.skips(entry, data_lost_at))
+                    {
                         // Already sent in the replay; these come first in the ring.
                         cursor.pos += 1;
                         continue;
