@@ -41,7 +41,7 @@ use std::{
     fmt,
     future::poll_fn,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
     },
     task::{Context, Poll, Waker},
@@ -90,6 +90,8 @@ pub struct BrokerBuilder {
     history_channels: usize,
     lag_policy: LagPolicy,
     rules: ChannelRules,
+    max_subscribers: usize,
+    max_subscribers_per_channel: usize,
 }
 
 impl Default for BrokerBuilder {
@@ -100,6 +102,8 @@ impl Default for BrokerBuilder {
             history_channels: 10_000,
             lag_policy: LagPolicy::Disconnect,
             rules: ChannelRules::default(),
+            max_subscribers: 100_000,
+            max_subscribers_per_channel: 20_000,
         }
     }
 }
@@ -156,6 +160,35 @@ impl BrokerBuilder {
         self
     }
 
+    /// How many subscriptions the broker takes in all (default 100,000); past it, subscribing
+    /// fails with [`PublishError::TooManySubscribers`] and [`SseService`](crate::SseService)
+    /// answers `503 Service Unavailable` with `Retry-After`. An idle stream costs a socket and
+    /// about a kilobyte here, and its connection's buffers in the server: 100,000 is what a
+    /// server with the default `ulimit -n` raised (and a few GiB of memory) holds, so the limit
+    /// turns an exhausted machine into clean, retryable refusals.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().max_subscribers(10_000).build();
+    /// ```
+    pub fn max_subscribers(mut self, subscribers: usize) -> Self {
+        self.max_subscribers = subscribers;
+        self
+    }
+
+    /// How many subscribers one channel takes (default 20,000), so one popular or hostile
+    /// channel can't take every slot of [`max_subscribers`](BrokerBuilder::max_subscribers).
+    /// Past it, subscribing fails with [`PublishError::TooManySubscribers`].
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().max_subscribers_per_channel(1_000).build();
+    /// ```
+    pub fn max_subscribers_per_channel(mut self, subscribers: usize) -> Self {
+        self.max_subscribers_per_channel = subscribers;
+        self
+    }
+
     /// The rules channel names must follow, checked on publish (default
     /// [`ChannelRules::default`]).
     ///
@@ -190,6 +223,7 @@ impl BrokerBuilder {
             channels: DashMap::new(),
             sequencer: Mutex::new(0),
             watermark: AtomicU64::new(0),
+            subscribers: AtomicUsize::new(0),
             #[cfg(feature = "redis")]
             data_lost_at: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -280,6 +314,8 @@ struct Inner {
     /// Every event up to this sequence number is in its ring. Readers take only those, which
     /// keeps streams over several channels in sequence order.
     watermark: AtomicU64,
+    /// Open subscriptions, for [`BrokerBuilder::max_subscribers`].
+    subscribers: AtomicUsize,
     /// The order number of the last event delivered before the backend last lost its data
     /// (0: never). See [`Broker::data_lost`].
     #[cfg(feature = "redis")]
@@ -703,45 +739,69 @@ impl Broker {
         if inner.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed);
         }
-        let mut cursors: Vec<Cursor> = channels
-            .names()
-            .iter()
-            .map(|name| {
-                // The entry guard holds the shard lock while the slot is taken, so the channel
-                // can't be removed in between (removal takes the same lock). For the same
-                // reason a new channel's floor is exact: a publish that found no channel has
-                // already moved the watermark.
-                let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
-                    Arc::new(Channel::new(
-                        inner.capacity,
-                        inner.watermark.load(Ordering::Acquire),
-                    ))
-                });
-                let channel = entry.value().clone();
-                let (slot, pos) = {
-                    let mut state = lock(&channel.state);
+        let config = &inner.config;
+        // Counted before anything else, and given back by the subscription's drop, also when
+        // it fails halfway below.
+        let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
+        let mut subscription = Subscription {
+            broker: self.clone(),
+            cursors: Vec::with_capacity(channels.len()),
+            scratch: Vec::new(),
+            replay: VecDeque::new(),
+            #[cfg(feature = "redis")]
+            skip: None,
+            resume: Resume::Live,
+            done: false,
+        };
+        if total >= config.max_subscribers {
+            return Err(PublishError::TooManySubscribers {
+                channel: None,
+                limit: config.max_subscribers,
+            });
+        }
+        for name in channels.names() {
+            // The entry guard holds the shard lock while the slot is taken, so the channel
+            // can't be removed in between (removal takes the same lock). For the same reason
+            // a new channel's floor is exact: a publish that found no channel has already
+            // moved the watermark.
+            let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
+                Arc::new(Channel::new(
+                    inner.capacity,
+                    inner.watermark.load(Ordering::Acquire),
+                ))
+            });
+            let channel = entry.value().clone();
+            let taken = {
+                let mut state = lock(&channel.state);
+                (state.wakers.len() < config.max_subscribers_per_channel).then(|| {
                     (
                         state.wakers.insert(None),
                         state.head + state.ring.len() as u64,
                     )
-                };
-                drop(entry);
-                Cursor {
-                    name: name.clone(),
-                    channel,
-                    pos,
-                    slot,
-                }
-            })
-            .collect();
+                })
+            };
+            drop(entry);
+            let Some((slot, pos)) = taken else {
+                return Err(PublishError::TooManySubscribers {
+                    channel: Some(name.clone()),
+                    limit: config.max_subscribers_per_channel,
+                });
+            };
+            subscription.cursors.push(Cursor {
+                name: name.clone(),
+                channel,
+                pos,
+                slot,
+            });
+        }
         let resume = match last_event_id {
             None => Resume::Live,
             Some(id) => {
-                let (resume, after) = self.resolve(&cursors, id);
+                let (resume, after) = self.resolve(&subscription.cursors, id);
                 if let Some(after) = after {
                     // Only ever moves back inside the ring, so the events published since
                     // the slots were taken are still ahead of the cursor.
-                    for cursor in &mut cursors {
+                    for cursor in &mut subscription.cursors {
                         let state = lock(&cursor.channel.state);
                         let kept = state.ring.partition_point(|e| e.seq <= after);
                         cursor.pos = state.head + kept as u64;
@@ -751,16 +811,8 @@ impl Broker {
                 resume
             }
         };
-        Ok(Subscription {
-            broker: self.clone(),
-            cursors,
-            scratch: Vec::new(),
-            replay: VecDeque::new(),
-            #[cfg(feature = "redis")]
-            skip: None,
-            resume,
-            done: false,
-        })
+        subscription.resume = resume;
+        Ok(subscription)
     }
 
     /// Finds the sequence number to resume after, and whether the replay is complete.
@@ -835,6 +887,17 @@ impl Broker {
             .channels
             .get(channel)
             .map_or(0, |c| lock(&c.state).wakers.len())
+    }
+
+    /// How many subscriptions are open now, over all channels (a stream on several channels
+    /// counts once).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert_eq!(broker.total_subscribers(), 0);
+    /// ```
+    pub fn total_subscribers(&self) -> usize {
+        self.inner.subscribers.load(Ordering::Acquire)
     }
 
     /// How many channels have an entry now (subscribers or history).
@@ -1194,6 +1257,7 @@ impl Drop for Subscription {
                 let _ = removed;
             }
         }
+        inner.subscribers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -1219,6 +1283,15 @@ pub enum PublishError {
     Channel(ChannelError),
     /// [`Broker::close`] was called.
     Closed,
+    /// Subscribing would pass [`BrokerBuilder::max_subscribers`] (no `channel`) or
+    /// [`BrokerBuilder::max_subscribers_per_channel`] on `channel`. Worth a retry later; a
+    /// service answers it with `503 Service Unavailable` and `Retry-After`.
+    TooManySubscribers {
+        /// The full channel, or `None` for the broker's total.
+        channel: Option<Arc<str>>,
+        /// The limit reached.
+        limit: usize,
+    },
     /// The backend could not take the event (Redis unreachable, ...). Worth a retry; a
     /// service answers it with `503 Service Unavailable`.
     Backend(Box<dyn StdError + Send + Sync>),
@@ -1237,6 +1310,17 @@ impl fmt::Display for PublishError {
             PublishError::Event(err) => fmt::Display::fmt(err, f),
             PublishError::Channel(err) => fmt::Display::fmt(err, f),
             PublishError::Closed => f.write_str("broker is closed"),
+            PublishError::TooManySubscribers {
+                channel: Some(channel),
+                limit,
+            } => write!(
+                f,
+                "too many subscribers on channel {channel} (limit {limit})"
+            ),
+            PublishError::TooManySubscribers {
+                channel: None,
+                limit,
+            } => write!(f, "too many subscribers (limit {limit})"),
             PublishError::Backend(err) => write!(f, "backend unavailable: {err}"),
         }
     }
@@ -1247,7 +1331,7 @@ impl StdError for PublishError {
         match self {
             PublishError::Event(err) => Some(err),
             PublishError::Channel(err) => Some(err),
-            PublishError::Closed => None,
+            PublishError::Closed | PublishError::TooManySubscribers { .. } => None,
             PublishError::Backend(err) => Some(&**err),
         }
     }
@@ -1296,6 +1380,32 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Broker>();
         assert_send_sync::<Subscription>();
+    }
+
+    #[test]
+    fn subscriber_limits_refuse_cleanly_and_free_on_drop() {
+        let broker = Broker::builder()
+            .max_subscribers(3)
+            .max_subscribers_per_channel(2)
+            .build();
+        let a = broker.sub(&channels(&broker, "channel=a")).unwrap();
+        let _b = broker.sub(&channels(&broker, "channel=b,a")).unwrap();
+        // `c` is taken first, then `a` is full: `c` must not stay behind.
+        let err = broker.sub(&channels(&broker, "channel=c,a")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too many subscribers on channel a (limit 2)"
+        );
+        assert_eq!(broker.subscriber_count("c"), 0);
+        assert!(!broker.inner.channels.contains_key("c"));
+        assert_eq!(broker.total_subscribers(), 2);
+        let _c = broker.sub(&channels(&broker, "channel=c")).unwrap();
+        let err = broker.sub(&channels(&broker, "channel=d")).unwrap_err();
+        assert_eq!(err.to_string(), "too many subscribers (limit 3)");
+        assert_eq!(broker.total_subscribers(), 3);
+        drop(a);
+        assert_eq!(broker.total_subscribers(), 2);
+        broker.sub(&channels(&broker, "channel=a")).unwrap();
     }
 
     #[test]

@@ -30,16 +30,22 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::{
     body::SseBody,
-    broker::{Broker, Resume},
+    broker::{Broker, PublishError, Resume},
     channel::{decode, pairs, ChannelRules, Channels},
     event::Event,
 };
+
+/// Seconds a client refused for [too many subscribers](PublishError::TooManySubscribers) is
+/// told to wait. `EventSource` ignores it (it retries after its own reconnection time), other
+/// clients read it.
+const RETRY_AFTER: &str = "5";
 
 /// A [`tower::Service`] that streams server-sent events from a [`Broker`]'s channels.
 ///
 /// Clients choose channels with `?channel=` (repeatable, or comma-separated; default `sse`).
 /// Cheap to clone: a clone shares the broker. Never fails (`Error = Infallible`): a bad channel
-/// list is a `400 Bad Request` with the reason, a closed broker a `503 Service Unavailable`.
+/// list is a `400 Bad Request` with the reason, a closed broker a `503 Service Unavailable`,
+/// and so are [too many subscribers](PublishError::TooManySubscribers), with `Retry-After: 5`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -195,7 +201,12 @@ impl Subscribe {
             Ok(subscription) => subscription,
             Err(err) => {
                 tracing::warn!(%err, "subscribe failed");
-                return plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+                let mut res = plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+                if let PublishError::TooManySubscribers { .. } = err {
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+                }
+                return res;
             }
         };
         tracing::debug!(channels = ?channels.iter().collect::<Vec<_>>(), ?last_event_id, "subscribe");
@@ -357,6 +368,22 @@ mod tests {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "invalid percent-encoding or UTF-8 in query");
         assert_eq!(broker.channel_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn too_many_subscribers_is_503_with_retry_after() {
+        let broker = Broker::builder().max_subscribers_per_channel(1).build();
+        let service = SseService::new(broker.clone());
+        let open = service.clone().oneshot(get("/?channel=a")).await.unwrap();
+        assert_eq!(open.status(), StatusCode::OK);
+        let res = service.clone().oneshot(get("/?channel=a")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()["retry-after"], "5");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "too many subscribers on channel a (limit 1)");
+        drop(open);
+        let res = service.oneshot(get("/?channel=a")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
     }
 
     async fn first_frame(res: Response<SseBody>) -> String {
