@@ -896,3 +896,170 @@ async fn latency_redis_vs_local() {
     let b = connect(&redis.url(), 0).await;
     measure("redis (publish on A, subscribers on B)", &a, &b).await;
 }
+
+/// The hub example's code, run in separate processes by the test below.
+#[path = "../examples/hub.rs"]
+#[allow(dead_code)]
+mod hub;
+
+/// Where [`HubProcess`] passes the Redis URL to its child.
+const HUB_CHILD: &str = "TOWER_SSE_TEST_HUB_REDIS_URL";
+
+/// Not a test on its own: the body of a [`HubProcess`], this test binary run again with
+/// [`HUB_CHILD`] set. Serves the hub on Redis until killed.
+#[test]
+fn hub_process() {
+    let Ok(url) = std::env::var(HUB_CHILD) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        use clap::Parser;
+        let args = hub::Args::parse_from(["hub", "--redis-url", &url, "--keep-alive", "0"]);
+        let broker = hub::broker(&args).await.expect("hub connects to Redis");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Straight to stdout, past the harness's capture: the parent reads it.
+        let line = format!("HUB_ADDR={}\n", listener.local_addr().unwrap());
+        std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes()).unwrap();
+        axum::serve(listener, hub::app(broker, None, None))
+            .await
+            .unwrap();
+    });
+}
+
+/// A hub in a process of its own, killed on drop.
+struct HubProcess {
+    child: Child,
+    base: String,
+}
+
+impl HubProcess {
+    async fn start(redis_url: &str) -> HubProcess {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["hub_process", "--exact", "--nocapture", "--test-threads=1"])
+            .env(HUB_CHILD, redis_url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the hub process");
+        let stdout = child.stdout.take().unwrap();
+        // Killed on drop from here on, also if it never says where it listens.
+        let mut hub = HubProcess {
+            child,
+            base: String::new(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread of its own: a blocking task would hold up the runtime's shutdown.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let addr = std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                // The harness prints `test hub_process ... ` on the same line.
+                .find_map(|line| Some(line.split_once("HUB_ADDR=")?.1.to_owned()));
+            let _ = tx.send(addr);
+        });
+        let addr = guard("hub process starts", rx).await.unwrap();
+        let addr = addr.expect("the hub process exited before listening");
+        hub.base = format!("http://{addr}");
+        hub
+    }
+
+    async fn publish(&self, client: &reqwest::Client, channel: &str, data: &str) -> String {
+        let res = client
+            .post(format!("{}/publish?channel={channel}", self.base))
+            .body(data.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{:?}", res.text().await);
+        let body: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A stream; its response has come, so its subscription exists.
+    async fn events(
+        &self,
+        client: &reqwest::Client,
+        channels: &str,
+        last_event_id: Option<&str>,
+    ) -> impl futures_util::Stream<Item = eventsource_stream::Event> + Unpin {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
+        let mut req = client.get(format!("{}/events?channel={channels}", self.base));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.bytes_stream()
+            .eventsource()
+            .map(|event| event.expect("a well-formed event"))
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn next_event(
+    stream: &mut (impl futures_util::Stream<Item = eventsource_stream::Event> + Unpin),
+) -> (String, String) {
+    use futures_util::StreamExt;
+    let event = guard("next event over HTTP", stream.next())
+        .await
+        .expect("the stream ended");
+    (event.id, event.data)
+}
+
+/// Two hub processes on one Redis: what is published on B reaches a stream on A, and a client
+/// that leaves A and reconnects to B with `Last-Event-ID` gets exactly what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hub_processes_share_channels_and_history() {
+    let redis = redis_server!();
+    let url = redis.url();
+    let (a, b) = tokio::join!(HubProcess::start(&url), HubProcess::start(&url));
+    let client = reqwest::Client::new();
+
+    let mut on_a = a.events(&client, "news,sport", None).await;
+    let mut seen = Vec::new();
+    for i in 1..=3 {
+        let channel = ["news", "sport"][i % 2];
+        let id = b.publish(&client, channel, &format!("live{i}")).await;
+        seen.push((id, format!("live{i}")));
+    }
+    // Published on A too: one order for everything.
+    let id = a.publish(&client, "news", "live4").await;
+    seen.push((id, "live4".to_owned()));
+    let mut received = Vec::new();
+    for _ in 0..4 {
+        received.push(next_event(&mut on_a).await);
+    }
+    assert_eq!(received, seen);
+    drop(on_a);
+
+    // Offline: missed events published on both instances, and one on a channel not asked for.
+    let mut missed = Vec::new();
+    for i in 1..=5 {
+        let hub = if i % 2 == 0 { &a } else { &b };
+        let channel = ["news", "sport"][i % 2];
+        let id = hub.publish(&client, channel, &format!("missed{i}")).await;
+        missed.push((id, format!("missed{i}")));
+    }
+    b.publish(&client, "weather", "not asked for").await;
+
+    let last = &seen.last().unwrap().0;
+    let mut on_b = b.events(&client, "news,sport", Some(last)).await;
+    let mut replayed = Vec::new();
+    for _ in 0..missed.len() {
+        replayed.push(next_event(&mut on_b).await);
+    }
+    assert_eq!(replayed, missed, "exactly the missed events, in order");
+    // And then live ones, with nothing sent twice in between.
+    let id = a.publish(&client, "sport", "after").await;
+    assert_eq!(next_event(&mut on_b).await, (id, "after".to_owned()));
+}
