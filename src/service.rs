@@ -10,9 +10,11 @@
 //! x-accel-buffering: no
 //! ```
 //!
-//! `x-accel-buffering: no` stops nginx from buffering the stream; `text/event-stream` is also
-//! the content type tower-http's compression skips by default, so events are never held back
-//! waiting for a compression block.
+//! `x-accel-buffering: no` stops nginx from buffering the stream. `text/event-stream` is also
+//! a content type tower-http's `CompressionLayer` skips by default: compressing would not hold
+//! events back (the encoder flushes whenever the body has nothing more to give), but every
+//! open stream would keep a compressor's state (hundreds of KiB for deflate) for its whole life
+//! to save a few bytes per event.
 //!
 //! The subscription exists before the response is returned, so a client that has the response
 //! headers misses no event published after that.
