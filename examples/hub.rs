@@ -10,6 +10,8 @@
 //!   most 1 MiB): answers `{"id": "..."}`. With `--token`, publishing always needs the token.
 //!   Bad input is a `4xx` with a `text/plain` reason and publishes nothing.
 //! - `GET /healthz`: `ok`.
+//! - `GET /metrics`: Prometheus text format (see `tower_sse::metrics`); with `--token`, it needs
+//!   the token too, as metrics name channels.
 //!
 //! The token goes in `Authorization: Bearer SECRET`, or in the `access_token` query parameter
 //! for `EventSource`, which can't set headers (RFC 6750 §2.3).
@@ -23,7 +25,14 @@
 //!
 //! Logs: `RUST_LOG` (default `info`; `debug` shows subscribe and unsubscribe).
 
-use std::{env, error::Error, future::Future, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    env,
+    error::Error,
+    future::Future,
+    process::ExitCode,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{
     body::{Body, Bytes},
@@ -35,6 +44,7 @@ use axum::{
 };
 use clap::{builder::NonEmptyStringValueParser, Parser};
 use http_body_util::BodyExt;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceExt;
 use tower_http::{
     limit::RequestBodyLimitLayer,
@@ -130,6 +140,7 @@ pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) 
             )),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(scrape))
         .with_state(hub)
         .layer(
             TraceLayer::new_for_http()
@@ -161,6 +172,35 @@ async fn events(State(hub): State<Hub>, req: Request) -> Response {
         }),
         _ => res.map(Body::new),
     }
+}
+
+/// The process's Prometheus recorder, installed on the first call. Call it before building
+/// the broker: the broker takes its metric handles when it is built.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if let Err(err) = metrics::set_global_recorder(recorder) {
+                tracing::warn!(%err, "another metrics recorder is installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+async fn scrape(State(hub): State<Hub>, req: Request) -> Response {
+    if let Some(token) = &hub.token {
+        if let Err(denied) = authorize(token, req.headers(), req.uri().query()) {
+            return refusal(denied);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics().render(),
+    )
+        .into_response()
 }
 
 struct Unsubscribe(Vec<String>);
@@ -380,6 +420,7 @@ async fn signal() {
 async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     let var = |name| env::var(name).ok();
     args.redis_url = redis_url(args.redis_url, var("SSE_REDIS_URL"), var("REDIS_URL"));
+    metrics();
     let broker = broker(&args).await?;
     let listener = tokio::net::TcpListener::bind(&args.bind).await?;
     tracing::info!(

@@ -54,6 +54,7 @@ use slab::Slab;
 use crate::{
     channel::{ChannelError, ChannelRules, Channels},
     event::{Event, EventError},
+    metrics::Metrics,
 };
 
 /// What happens to a subscriber that falls more than the buffer behind.
@@ -228,6 +229,7 @@ impl BrokerBuilder {
             data_lost_at: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity,
+            metrics: Metrics::new(),
             config: self,
             backend,
         }
@@ -322,6 +324,7 @@ struct Inner {
     data_lost_at: AtomicU64,
     closed: AtomicBool,
     capacity: usize,
+    metrics: Metrics,
     config: BrokerBuilder,
     backend: Backend,
 }
@@ -338,6 +341,8 @@ pub(crate) enum Backend {
 
 struct Channel {
     state: Mutex<ChannelState>,
+    /// [`crate::metrics::CHANNEL_SUBSCRIBERS`] for this channel.
+    subscribers: ::metrics::Gauge,
 }
 
 struct ChannelState {
@@ -496,14 +501,22 @@ impl Broker {
     /// # }
     /// ```
     pub async fn publish(&self, channel: &str, event: Event) -> Result<String, PublishError> {
-        match &self.inner.backend {
+        let published = match &self.inner.backend {
             Backend::Local => self.publish_local(channel, &event),
             #[cfg(feature = "redis")]
-            Backend::Redis(redis) => {
-                self.check(channel, &event)?;
-                redis.publish(channel, &event).await
+            Backend::Redis(redis) => match self.check(channel, &event) {
+                Ok(()) => redis.publish(channel, &event).await,
+                Err(err) => Err(err),
+            },
+        };
+        match &published {
+            Ok(_) => self.inner.metrics.published.increment(1),
+            Err(err) => {
+                tracing::debug!(channel, %err, "publish refused");
+                crate::metrics::publish_error(err);
             }
         }
+        published
     }
 
     fn check(&self, channel: &str, event: &Event) -> Result<(), PublishError> {
@@ -560,14 +573,20 @@ impl Broker {
         let inner = &*self.inner;
         let seq = entry.seq;
         let wakers = if inner.keeps_idle_channels() {
-            if !inner.channels.contains_key(name) {
+            let new = !inner.channels.contains_key(name);
+            if new {
                 self.evict_idle_history();
             }
-            let channel = inner
+            let wakers = inner
                 .channels
                 .entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Channel::new(inner.capacity, seq - 1)));
-            channel.push(entry, inner.capacity, &inner.watermark)
+                .or_insert_with(|| Arc::new(Channel::new(name, inner.capacity, seq - 1)))
+                .push(entry, inner.capacity, &inner.watermark);
+            if new {
+                // After the entry's guard is gone: counting locks every shard.
+                inner.metrics.channels.set(inner.channels.len() as f64);
+            }
+            wakers
         } else {
             match inner.channels.get(name) {
                 Some(channel) => channel.push(entry, inner.capacity, &inner.watermark),
@@ -703,6 +722,24 @@ impl Broker {
         channels: &Channels,
         last_event_id: Option<&str>,
     ) -> Result<Subscription, PublishError> {
+        let subscribed = self.subscribe_backend(channels, last_event_id).await;
+        let metrics = &self.inner.metrics;
+        metrics.channels.set(self.inner.channels.len() as f64);
+        match &subscribed {
+            Ok(_) => tracing::debug!(channels = ?channels.names(), "subscribed"),
+            Err(err) => {
+                tracing::debug!(channels = ?channels.names(), %err, "subscription refused");
+                crate::metrics::subscribe_error(err);
+            }
+        }
+        subscribed
+    }
+
+    async fn subscribe_backend(
+        &self,
+        channels: &Channels,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, PublishError> {
         match &self.inner.backend {
             Backend::Local => self.subscribe_local(channels, last_event_id),
             #[cfg(feature = "redis")]
@@ -743,6 +780,7 @@ impl Broker {
         // Counted before anything else, and given back by the subscription's drop, also when
         // it fails halfway below.
         let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
+        inner.metrics.subscribers.increment(1.0);
         let mut subscription = Subscription {
             broker: self.clone(),
             cursors: Vec::with_capacity(channels.len()),
@@ -766,6 +804,7 @@ impl Broker {
             // moved the watermark.
             let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
                 Arc::new(Channel::new(
+                    name,
                     inner.capacity,
                     inner.watermark.load(Ordering::Acquire),
                 ))
@@ -781,6 +820,9 @@ impl Broker {
                 })
             };
             drop(entry);
+            if taken.is_some() {
+                channel.subscribers.increment(1.0);
+            }
             let Some((slot, pos)) = taken else {
                 return Err(PublishError::TooManySubscribers {
                     channel: Some(name.clone()),
@@ -912,8 +954,9 @@ impl Broker {
 }
 
 impl Channel {
-    fn new(capacity: usize, floor: u64) -> Channel {
+    fn new(name: &str, capacity: usize, floor: u64) -> Channel {
         Channel {
+            subscribers: crate::metrics::channel_subscribers(name),
             state: Mutex::new(ChannelState {
                 ring: VecDeque::with_capacity(capacity.min(64)),
                 head: 0,
@@ -1195,6 +1238,7 @@ impl Subscription {
         for (index, _) in taken.drain(..).take(count) {
             self.cursors[index].pos += 1;
         }
+        self.broker.inner.metrics.delivered.increment(count as u64);
         taken.clear();
         bytes
     }
@@ -1207,6 +1251,7 @@ impl Subscription {
             }
             buf.extend_from_slice(&entry.bytes);
             self.replay.pop_front();
+            self.broker.inner.metrics.delivered.increment(1);
         }
         buf.freeze()
     }
@@ -1221,7 +1266,10 @@ impl Subscription {
                 }
             }
         }
-        tracing::debug!(missed, policy = ?self.broker.inner.config.lag_policy, "subscriber lagged");
+        let inner = &*self.broker.inner;
+        inner.metrics.lagged.increment(1);
+        inner.metrics.dropped.increment(missed);
+        tracing::debug!(missed, policy = ?inner.config.lag_policy, "subscriber lagged");
         Delivery::Lagged(missed)
     }
 }
@@ -1236,6 +1284,7 @@ impl Drop for Subscription {
                     wakers, waiting, ..
                 } = &mut *state;
                 wakers.remove(cursor.slot);
+                cursor.channel.subscribers.decrement(1.0);
                 // Without publishes, churn would leave stale slots in `waiting`: compact.
                 if waiting.len() > 2 * wakers.len() + 64 {
                     waiting.retain(|slot| wakers.get(*slot).is_some_and(Option::is_some));
@@ -1258,6 +1307,9 @@ impl Drop for Subscription {
             }
         }
         inner.subscribers.fetch_sub(1, Ordering::AcqRel);
+        inner.metrics.subscribers.decrement(1.0);
+        inner.metrics.channels.set(inner.channels.len() as f64);
+        tracing::trace!("unsubscribed");
     }
 }
 

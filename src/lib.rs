@@ -29,6 +29,8 @@
 //! - [`service`] and [`body`]: the Tower service and its streaming response body.
 //! - [`access`]: before-request authorization per channel.
 //! - backends: in-process by default; `redis` (feature) so several instances share channels.
+//! - [`metrics`]: counters and gauges through the `metrics` facade; `tracing` spans and events
+//!   for subscribe, unsubscribe, lag and refusals.
 //!
 //! # Feature flags
 //!
@@ -48,6 +50,7 @@ pub mod body;
 pub mod broker;
 pub mod channel;
 pub mod event;
+pub mod metrics;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

@@ -51,10 +51,12 @@ struct Hub {
 impl Hub {
     /// As `hub` runs by default: in process, history 1000, no token.
     async fn new() -> Hub {
+        hub::metrics();
         Hub::start(Broker::builder().history(1000).build(), None).await
     }
 
     async fn with_token() -> Hub {
+        hub::metrics();
         Hub::start(Broker::builder().history(1000).build(), Some(TOKEN)).await
     }
 
@@ -798,4 +800,52 @@ async fn a_redis_url_is_never_silently_ignored() {
     if cfg!(not(feature = "redis")) {
         assert!(err.to_string().contains("`redis` feature"), "{err}");
     }
+}
+
+// Metrics.
+
+/// The value of one sample line of a Prometheus scrape, `None` when absent.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_in_prometheus_format() {
+    let hub = Hub::with_token().await;
+    let auth = format!("Bearer {TOKEN}");
+    let scrape = || async {
+        let res = send(hub.get("/metrics").header(header::AUTHORIZATION, &auth)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(content_type(&res), "text/plain; version=0.0.4");
+        text(res).await
+    };
+    // Other tests share the process's recorder: use a channel of this test's own, and compare
+    // counters before and after.
+    let before = scrape().await;
+    let mut first = hub.subscribe("/events?channel=metrics-test").await;
+    let _second = hub.subscribe("/events?channel=metrics-test,other").await;
+    let query = "channel=metrics-test";
+    publish(hub.post(query, "x").header(header::AUTHORIZATION, &auth)).await;
+    first.expect().await;
+    let denied = send(hub.get("/events?channel=private.x")).await;
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    let after = scrape().await;
+
+    let series = r#"sse_channel_subscribers{channel="metrics-test"}"#;
+    assert_eq!(sample(&after, series), Some(2.0), "{after}");
+    for counter in [
+        "sse_events_published_total",
+        r#"sse_access_denied_total{status="401"}"#,
+    ] {
+        let old = sample(&before, counter).unwrap_or(0.0);
+        let new = sample(&after, counter).unwrap_or_else(|| panic!("no {counter} in {after}"));
+        assert!(new > old, "{counter}: {old} -> {new}");
+    }
+    assert!(sample(&after, "sse_subscribers").is_some_and(|n| n >= 2.0));
+
+    // Without the token: metrics name channels, so they are guarded too.
+    let res = send(hub.get("/metrics")).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }

@@ -105,7 +105,8 @@ where
             match this.state.as_mut().project() {
                 StateProj::Check { check } => {
                     if let Err(denied) = ready!(check.poll(cx)) {
-                        tracing::debug!(%denied, "access denied");
+                        tracing::debug!(%denied, status = denied.status().as_u16(), "access denied");
+                        crate::metrics::denied(denied.status());
                         *this.pending = None;
                         return Poll::Ready(Ok(denied.into_response()));
                     }

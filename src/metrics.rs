@@ -1,0 +1,106 @@
+//! Counters and gauges, through the [`metrics`] facade.
+//!
+//! tower-sse records them with whatever recorder the application installs
+//! (`metrics-exporter-prometheus`, StatsD, ...), and costs next to nothing without one. The
+//! [`Broker`](crate::Broker) takes its handles when it is built, so **install the recorder
+//! before building the broker**; per-channel gauges are taken when a channel is created.
+//!
+//! | name | kind | labels | what |
+//! |------|------|--------|------|
+//! | [`SUBSCRIBERS`] | gauge | | open subscriptions (a stream on several channels counts once) |
+//! | [`CHANNEL_SUBSCRIBERS`] | gauge | `channel` | subscribers of one channel |
+//! | [`CHANNELS`] | gauge | | channels with an entry (subscribers or history) |
+//! | [`PUBLISHED`] | counter | | events published |
+//! | [`DELIVERED`] | counter | | events handed to streams (one per subscriber and event) |
+//! | [`LAGGED`] | counter | | times a subscriber fell behind its buffer |
+//! | [`DROPPED`] | counter | | events lagging subscribers did not get |
+//! | [`PUBLISH_ERRORS`] | counter | `reason` | publishes refused: `event`, `channel`, `closed`, `backend` |
+//! | [`SUBSCRIBE_ERRORS`] | counter | `reason` | subscriptions refused: `too_many`, `closed`, `backend` |
+//! | [`DENIED`] | counter | `status` | requests an [`AccessLayer`](crate::AccessLayer) denied |
+//!
+//! The `channel` label takes as many values as there are channels at once, which the
+//! [subscriber limits](crate::BrokerBuilder::max_subscribers) bound; a removed channel's gauge
+//! stays at 0 until the exporter forgets it (metrics-exporter-prometheus: `idle_timeout`).
+//!
+//! ```
+//! use tower_sse::{metrics, Broker};
+//!
+//! // Install a recorder first (here none: everything is a no-op), then build the broker.
+//! let broker = Broker::new();
+//! assert_eq!(metrics::SUBSCRIBERS, "sse_subscribers");
+//! ```
+
+use ::metrics::{Counter, Gauge};
+
+use crate::broker::PublishError;
+
+/// Gauge: open subscriptions.
+pub const SUBSCRIBERS: &str = "sse_subscribers";
+/// Gauge, label `channel`: subscribers of that channel.
+pub const CHANNEL_SUBSCRIBERS: &str = "sse_channel_subscribers";
+/// Gauge: channels with an entry.
+pub const CHANNELS: &str = "sse_channels";
+/// Counter: events published.
+pub const PUBLISHED: &str = "sse_events_published_total";
+/// Counter: events handed to streams, one per subscriber and event.
+pub const DELIVERED: &str = "sse_events_delivered_total";
+/// Counter: times a subscriber fell behind its buffer.
+pub const LAGGED: &str = "sse_subscribers_lagged_total";
+/// Counter: events lagging subscribers did not get.
+pub const DROPPED: &str = "sse_events_dropped_total";
+/// Counter, label `reason`: publishes refused.
+pub const PUBLISH_ERRORS: &str = "sse_publish_errors_total";
+/// Counter, label `reason`: subscriptions refused.
+pub const SUBSCRIBE_ERRORS: &str = "sse_subscribe_errors_total";
+/// Counter, label `status`: requests an access layer denied.
+pub const DENIED: &str = "sse_access_denied_total";
+
+/// A broker's handles, taken once so that the hot paths only add to atomics.
+pub(crate) struct Metrics {
+    pub(crate) subscribers: Gauge,
+    pub(crate) channels: Gauge,
+    pub(crate) published: Counter,
+    pub(crate) delivered: Counter,
+    pub(crate) lagged: Counter,
+    pub(crate) dropped: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        Metrics {
+            subscribers: ::metrics::gauge!(SUBSCRIBERS),
+            channels: ::metrics::gauge!(CHANNELS),
+            published: ::metrics::counter!(PUBLISHED),
+            delivered: ::metrics::counter!(DELIVERED),
+            lagged: ::metrics::counter!(LAGGED),
+            dropped: ::metrics::counter!(DROPPED),
+        }
+    }
+}
+
+/// The gauge of one channel's subscribers.
+pub(crate) fn channel_subscribers(name: &str) -> Gauge {
+    ::metrics::gauge!(CHANNEL_SUBSCRIBERS, "channel" => name.to_owned())
+}
+
+fn reason(err: &PublishError) -> &'static str {
+    match err {
+        PublishError::Event(_) => "event",
+        PublishError::Channel(_) => "channel",
+        PublishError::Closed => "closed",
+        PublishError::TooManySubscribers { .. } => "too_many",
+        PublishError::Backend(_) => "backend",
+    }
+}
+
+pub(crate) fn publish_error(err: &PublishError) {
+    ::metrics::counter!(PUBLISH_ERRORS, "reason" => reason(err)).increment(1);
+}
+
+pub(crate) fn subscribe_error(err: &PublishError) {
+    ::metrics::counter!(SUBSCRIBE_ERRORS, "reason" => reason(err)).increment(1);
+}
+
+pub(crate) fn denied(status: http::StatusCode) {
+    ::metrics::counter!(DENIED, "status" => status.as_str().to_owned()).increment(1);
+}
