@@ -4,7 +4,7 @@
 //! tab (or `curl http://127.0.0.1:8000/hello`) hit `/hello`: the page shows the greeting.
 //! `curl -N http://127.0.0.1:8000/stream` shows the raw stream.
 
-use axum::{response::Html, routing::get, Router};
+use axum::{http::StatusCode, response::Html, routing::get, Router};
 use tower_sse::{Broker, Event, SseService};
 
 const PAGE: &str = r#"<!DOCTYPE html>
@@ -39,8 +39,11 @@ pub fn app(broker: Broker) -> Router {
                     .event("greeting")
                     .json_data(&serde_json::json!({"message": "Hello!"}));
                 match broker.publish("sse", greeting).await {
-                    Ok(id) => format!("Message sent! (id {id})\n"),
-                    Err(err) => format!("Not sent: {err}\n"),
+                    Ok(id) => (StatusCode::OK, format!("Message sent! (id {id})\n")),
+                    Err(err) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("Not sent: {err}\n"),
+                    ),
                 }
             }),
         )
@@ -51,6 +54,8 @@ pub fn app(broker: Broker) -> Router {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
     println!("quickstart: open http://{}/", listener.local_addr()?);
-    axum::serve(listener, app(Broker::new())).await?;
+    // A short history: a browser that reconnects gets the greetings it missed.
+    let broker = Broker::builder().history(100).build();
+    axum::serve(listener, app(broker)).await?;
     Ok(())
 }
