@@ -32,6 +32,26 @@
 //! - [`metrics`]: counters and gauges through the `metrics` facade; `tracing` spans and events
 //!   for subscribe, unsubscribe, lag and refusals.
 //!
+//! # Limits
+//!
+//! An SSE endpoint is a long-lived socket anyone can open, so every resource a request can
+//! take is bounded, with defaults safe to expose to the internet. Past a limit the answer is a
+//! `4xx` with the reason (bad input) or `503` with `Retry-After` (full), never a panic and
+//! never an allocation sized by the client.
+//!
+//! | limit | default | set with | why |
+//! |-------|---------|----------|-----|
+//! | channels per request | 32 | [`ChannelRules::max_channels`] | each costs a slot per channel; 32 covers real pages, and thousands of `channel=` parameters are refused without building a list |
+//! | channel name | 1 to 256 bytes, no control characters, whitespace or `,` | [`ChannelRules::max_len`] | names are map keys and metric labels; `,` separates lists |
+//! | `Last-Event-ID` | 1,024 bytes | [`SseService::max_last_event_id`] | ids are short; a long one is an attack on the lookup |
+//! | subscribers in all | 100,000 | [`BrokerBuilder::max_subscribers`] | what a server with a raised `ulimit -n` holds; past it, clean refusals instead of an exhausted machine |
+//! | subscribers per channel | 20,000 | [`BrokerBuilder::max_subscribers_per_channel`] | one channel can't take every slot |
+//! | buffer | 256 events (or the history, if larger) | [`BrokerBuilder::buffer`] | shared by the channel's subscribers: a stalled one costs a cursor, not a copy; past it the [`LagPolicy`] applies |
+//! | history channels | 10,000 | [`BrokerBuilder::history_channels`] | a churn of channel names can't grow idle histories without bound |
+//!
+//! Header and query sizes are bounded by the HTTP server (hyper: 400 KiB of headers by
+//! default) before a request reaches the service.
+//!
 //! # Feature flags
 //!
 //! | feature | default | what it adds |
