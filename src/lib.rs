@@ -32,6 +32,23 @@
 //! - [`metrics`]: counters and gauges through the `metrics` facade; `tracing` spans and events
 //!   for subscribe, unsubscribe, lag and refusals.
 //!
+//! # Compared with
+//!
+//! | | tower-sse | [flask-sse] | [flask-queue-sse] | axum [`Sse`] + `broadcast` |
+//! |-|-----------|-------------|-------------------|----------------------------|
+//! | channels | several per stream, `?channel=` | one, `?channel=` | none: one queue per listener | hand-rolled |
+//! | needs a server | no (Redis optional) | Redis | no | no |
+//! | several instances | Redis, one subscription per channel per instance | Redis, one connection per browser | no | no |
+//! | access control | [`AccessLayer`], every channel checked | `before_request` | no | hand-rolled |
+//! | `Last-Event-ID` | bounded history, across instances | no | no | no |
+//! | slow subscribers | bounded; disconnected or skipped | Redis buffers | dropped when the queue is full | a `Lagged` error to handle |
+//! | encoding | once per publish, shared `Bytes` | per message | per listener | per subscriber |
+//! | line break in an id | typed `Err` | sent broken | sent broken | panic |
+//!
+//! [flask-sse]: https://flask-sse.readthedocs.io/
+//! [flask-queue-sse]: https://pypi.org/project/flask-queue-sse/
+//! [`Sse`]: https://docs.rs/axum/latest/axum/response/sse/struct.Sse.html
+//!
 //! # Limits
 //!
 //! An SSE endpoint is a long-lived socket anyone can open, so every resource a request can
