@@ -66,8 +66,8 @@
 //! | buffer | 256 events (or the history, if larger) | [`BrokerBuilder::buffer`] | shared by the channel's subscribers: a stalled one costs a cursor, not a copy; past it the [`LagPolicy`] applies |
 //! | history channels | 10,000 | [`BrokerBuilder::history_channels`] | a churn of channel names can't grow idle histories without bound |
 //!
-//! Header and query sizes are bounded by the HTTP server (hyper: 400 KiB of headers by
-//! default) before a request reaches the service.
+//! Header and query sizes are bounded before a request reaches the service: the `http`
+//! crate refuses a URI over 64 KiB (`414`), hyper a header section over 400 KiB (`431`).
 //!
 //! # Feature flags
 //!

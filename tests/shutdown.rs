@@ -1,0 +1,189 @@
+//! Graceful shutdown under load: 5,000 open streams over real sockets, a hyper connection
+//! loop with hyper-util's `GracefulShutdown`, then `Broker::close` and a graceful shutdown.
+//!
+//! Every stream must end cleanly: the client reads every event published before the close,
+//! then the end of the chunked body, then the server closes the connection; no connection
+//! fails, and the server's loop returns (a 30 s hang guard, nothing timed). An event stream
+//! never ends on its own, so this is what `Broker::close` is for: without it a graceful
+//! shutdown would wait forever.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::oneshot,
+    task::JoinSet,
+};
+use tower::ServiceExt;
+use tower_sse::{Broker, Event, SseService};
+
+const STREAMS: usize = 5_000;
+/// Connections opened at once: well under the listener's backlog (1024).
+const BATCH: usize = 250;
+
+/// Hang guard only: nothing asserts on time.
+async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .unwrap_or_else(|_| panic!("hang guard: {what}"))
+}
+
+/// Two sockets per stream (client and server, one process) and some slack.
+fn raise_open_files_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `rlimit`.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    if limit.rlim_cur >= needed {
+        return;
+    }
+    assert!(
+        limit.rlim_max >= needed,
+        "this test needs {needed} open files, the hard limit is {}: raise `ulimit -Hn`",
+        limit.rlim_max
+    );
+    limit.rlim_cur = needed;
+    // SAFETY: `limit` is a valid `rlimit`, within the hard limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+}
+
+/// Serves streams until `stop`, then stops accepting and shuts down gracefully. Returns how
+/// many connections ended with an error.
+async fn serve(listener: TcpListener, broker: Broker, stop: oneshot::Receiver<()>) -> usize {
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let sse = SseService::new(broker).keep_alive(None);
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => accepted.expect("accept").0,
+            _ = &mut stop => break,
+        };
+        let sse = sse.clone();
+        let service = service_fn(move |req| sse.clone().oneshot(req));
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        connections.spawn(graceful.watch(conn));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    let mut errors = 0;
+    while let Some(ended) = connections.join_next().await {
+        if let Err(err) = ended.expect("no connection task panics") {
+            eprintln!("connection: {err}");
+            errors += 1;
+        }
+    }
+    errors
+}
+
+/// Opens a stream and reads its head; returns the socket and any body bytes already read.
+async fn open(addr: SocketAddr, channels: &str) -> (TcpStream, Vec<u8>) {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /events?channel={channels} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let mut chunk = [0; 1024];
+        let n = socket.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200 "), "{head}");
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    (socket, buf.split_off(end))
+}
+
+/// Decodes a complete chunked body, which must be all of `bytes`: the last chunk, its
+/// trailer's empty line, and nothing after.
+fn dechunk(mut bytes: &[u8]) -> Result<String, String> {
+    let mut body = Vec::new();
+    loop {
+        let line = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("cut in a size")?;
+        let size = std::str::from_utf8(&bytes[..line]).map_err(|e| e.to_string())?;
+        let size = usize::from_str_radix(size, 16).map_err(|e| format!("size {size:?}: {e}"))?;
+        bytes = &bytes[line + 2..];
+        if size == 0 {
+            return match bytes {
+                b"\r\n" => String::from_utf8(body).map_err(|e| e.to_string()),
+                rest => Err(format!("after the last chunk: {rest:?}")),
+            };
+        }
+        if bytes.len() < size + 2 || &bytes[size..size + 2] != b"\r\n" {
+            return Err("cut in a chunk".into());
+        }
+        body.extend_from_slice(&bytes[..size]);
+        bytes = &bytes[size + 2..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_streams_end_cleanly_on_graceful_shutdown() {
+    raise_open_files_limit(2 * STREAMS as u64 + 256);
+    let broker = Broker::new();
+    // `TcpListener::bind` listens with a backlog of 128: too few for a batch of connects.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1024).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let server = tokio::spawn(serve(listener, broker.clone(), stopped));
+
+    // Even streams on `all`, odd ones on `all` and `odd`.
+    let mut streams = Vec::with_capacity(STREAMS);
+    for batch in 0..STREAMS.div_ceil(BATCH) {
+        let mut opening = JoinSet::new();
+        for i in batch * BATCH..((batch + 1) * BATCH).min(STREAMS) {
+            let channels = if i % 2 == 0 { "all" } else { "all,odd" };
+            opening.spawn(async move { (i, open(addr, channels).await) });
+        }
+        while let Some(opened) = guard("connecting", opening.join_next()).await {
+            streams.push(opened.unwrap());
+        }
+    }
+    assert_eq!(broker.total_subscribers(), STREAMS);
+    assert_eq!(broker.subscriber_count("all"), STREAMS);
+
+    let events = [("all", "one"), ("odd", "two"), ("all", "three")];
+    for (channel, data) in events {
+        broker
+            .publish(channel, Event::default().data(data))
+            .await
+            .unwrap();
+    }
+    broker.close();
+    stop.send(()).unwrap();
+
+    let mut reading = JoinSet::new();
+    for (i, (mut socket, mut bytes)) in streams {
+        reading.spawn(async move { socket.read_to_end(&mut bytes).await.map(|_| (i, bytes)) });
+    }
+    let even = "data: one\nid: 1\n\ndata: three\nid: 3\n\n";
+    let odd = "data: one\nid: 1\n\ndata: two\nid: 2\n\ndata: three\nid: 3\n\n";
+    let mut ended = 0;
+    while let Some(read) = guard("streams ending", reading.join_next()).await {
+        let (i, bytes) = read.unwrap().expect("read to the end, no reset");
+        let body = dechunk(&bytes).unwrap_or_else(|err| panic!("stream {i}: {err}"));
+        assert_eq!(body, if i % 2 == 0 { even } else { odd }, "stream {i}");
+        ended += 1;
+    }
+    assert_eq!(ended, STREAMS);
+    let errors = guard("server exit", server).await.unwrap();
+    assert_eq!(errors, 0, "connections ended with an error");
+    assert_eq!(broker.total_subscribers(), 0);
+    assert_eq!(broker.channel_count(), 0);
+}
