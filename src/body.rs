@@ -172,11 +172,15 @@ impl Body for SseBody {
                         };
                         let timer =
                             timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*due)));
-                        if timer.deadline() != *due {
+                        loop {
+                            if timer.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            if Instant::now() >= *due {
+                                break;
+                            }
+                            // Fired early: frames went out since it was armed.
                             timer.as_mut().reset(*due);
-                        }
-                        if timer.as_mut().poll(cx).is_pending() {
-                            return Poll::Pending;
                         }
                         *due = Instant::now() + every;
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b":\n\n")))));
