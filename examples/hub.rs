@@ -417,12 +417,33 @@ async fn signal() {
     }
 }
 
+/// Listens with a backlog of 1,024 (tokio's `TcpListener::bind` asks for 128): after a
+/// restart, thousands of `EventSource`s reconnect at once, and each connection the backlog
+/// drops costs its client a one-second SYN retry.
+pub async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut failed = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        if let Err(err) = socket.bind(addr) {
+            failed = Some(err);
+            continue;
+        }
+        return socket.listen(1024);
+    }
+    Err(failed.unwrap_or_else(|| std::io::Error::other(format!("{addr}: no address"))))
+}
+
 async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     let var = |name| env::var(name).ok();
     args.redis_url = redis_url(args.redis_url, var("SSE_REDIS_URL"), var("REDIS_URL"));
     metrics();
     let broker = broker(&args).await?;
-    let listener = tokio::net::TcpListener::bind(&args.bind).await?;
+    let listener = listen(&args.bind).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         redis = args.redis_url.is_some(),
