@@ -4,21 +4,18 @@
 //! exactly the events published meanwhile; and an `AccessLayer` denial reaches it as
 //! `InvalidStatusCode(403)`, with no retry.
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+#[path = "support/stream_server.rs"]
+mod stream_server;
+
+use std::{future::Future, time::Duration};
 
 use axum::Router;
 use futures_util::StreamExt;
-use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request};
-use hyper_util::rt::TokioIo;
 use reqwest::StatusCode;
 use reqwest_eventsource::{Error, Event as SseEvent, EventSource};
 use serde::{Deserialize, Serialize};
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tower::{Layer, ServiceExt};
+use stream_server::Server;
+use tower::Layer;
 use tower_sse::{access::Denied, AccessLayer, Broker, Event, SseService};
 
 /// Hang guard only: nothing asserts on time.
@@ -52,94 +49,6 @@ fn app(broker: Broker) -> Router {
         std::future::ready(verdict)
     });
     Router::new().route_service("/stream", access.layer(SseService::new(broker)))
-}
-
-/// A `/stream` request the app answered: on which connection, with which `Last-Event-ID`.
-#[derive(Debug, Clone, PartialEq)]
-struct StreamRequest {
-    conn: usize,
-    last_event_id: Option<String>,
-}
-
-/// The app on a free port, one task per connection, so the test can drop the connections
-/// under the client, as a crash or a proxy would.
-struct Server {
-    url: String,
-    /// Connection tasks, by connection number; `None` once dropped.
-    conns: Arc<Mutex<Vec<Option<JoinHandle<()>>>>>,
-    /// Every answered `/stream` request, in order.
-    streams: watch::Receiver<Vec<StreamRequest>>,
-}
-
-impl Server {
-    async fn start(app: Router) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let (streams_tx, streams) = watch::channel(Vec::new());
-        let (tasks, streams_tx) = (conns.clone(), Arc::new(streams_tx));
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let mut tasks = tasks.lock().unwrap();
-                let conn = tasks.len();
-                let (app, streams) = (app.clone(), streams_tx.clone());
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let (app, streams) = (app.clone(), streams.clone());
-                    // The recording layer: what the client sent, as it sent it.
-                    let last_event_id = req
-                        .headers()
-                        .get("last-event-id")
-                        .map(|id| id.to_str().unwrap().to_owned());
-                    async move {
-                        let res = app.oneshot(req).await;
-                        streams.send_modify(|all| {
-                            all.push(StreamRequest {
-                                conn,
-                                last_event_id,
-                            })
-                        });
-                        res
-                    }
-                });
-                let serve = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
-                tasks.push(Some(tokio::spawn(async move {
-                    let _ = serve.await;
-                })));
-            }
-        });
-        Server {
-            url,
-            conns,
-            streams,
-        }
-    }
-
-    /// Waits until `n` `/stream` requests have been answered; returns them all.
-    async fn streams(&mut self, n: usize) -> Vec<StreamRequest> {
-        let all = guard(
-            "stream request",
-            self.streams.wait_for(|all| all.len() >= n),
-        )
-        .await;
-        all.unwrap().clone()
-    }
-
-    /// Drops every connection, and returns once they are gone.
-    async fn drop_connections(&self) {
-        let tasks: Vec<_> = self
-            .conns
-            .lock()
-            .unwrap()
-            .iter_mut()
-            .flat_map(Option::take)
-            .collect();
-        assert!(!tasks.is_empty(), "no connection to drop");
-        for task in tasks {
-            task.abort();
-            // Cancelled: the connection, its response body and its subscription are dropped.
-            let _ = guard("connection drop", task).await;
-        }
-    }
 }
 
 fn event_source(url: &str) -> EventSource {
@@ -176,7 +85,7 @@ fn score_event(score: &Score) -> Event {
 async fn typed_events_then_resume_after_the_server_drops_the_stream() {
     let broker = Broker::builder().history(100).build();
     let mut server = Server::start(app(broker.clone())).await;
-    let mut source = event_source(&format!("{}/stream?channel=scores", server.url));
+    let mut source = event_source(&format!("{}/stream?channel=scores", server.base));
 
     // Connect; typed events, JSON data read into a struct.
     assert!(matches!(next(&mut source).await, Ok(SseEvent::Open)));
@@ -204,7 +113,7 @@ async fn typed_events_then_resume_after_the_server_drops_the_stream() {
 
     // The server drops the connection. The client is not polled until the events below are
     // published, so it can't have reconnected yet: they are missed, and must be replayed.
-    server.drop_connections().await;
+    server.drop_streams().await;
     assert_eq!(broker.subscriber_count("scores"), 0, "the stream is gone");
     let missed = [score("red", 2), score("red", 3), score("blue", 2)];
     let mut missed_ids = Vec::new();
@@ -240,7 +149,7 @@ async fn typed_events_then_resume_after_the_server_drops_the_stream() {
 async fn denied_channel_is_invalid_status_403_without_retry() {
     let broker = Broker::builder().history(100).build();
     let server = Server::start(app(broker.clone())).await;
-    let url = format!("{}/stream?channel=scores&channel=private.ops", server.url);
+    let url = format!("{}/stream?channel=scores&channel=private.ops", server.base);
     let mut source = event_source(&url);
     match next(&mut source).await {
         Err(Error::InvalidStatusCode(status, res)) => {
