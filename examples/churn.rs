@@ -4,7 +4,8 @@
 //! on 127.0.0.1: every cycle opens a stream on one of a few channels and goes away, half of
 //! them after the response head, half right after sending the request. At the end nothing
 //! may be left: no subscriber, no channel entry, no task but the accept loop. Prints the
-//! process RSS (start, peak, end) and those counts; exits nonzero if one is not zero.
+//! process RSS (at start, after each half of the cycles, peak, end) and those counts; exits
+//! nonzero if a count is not zero. A leak shows as RSS growing over the second half.
 
 use std::{
     error::Error,
@@ -144,8 +145,14 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
     let tasks_before = metrics.num_alive_tasks();
     tokio::spawn(serve(listener, app(broker.clone())));
     let started = Instant::now();
-    let churned = churn(addr, args.cycles, args.concurrency);
-    tokio::time::timeout(Duration::from_secs(600), churned).await??;
+    // In two halves: the allocator keeps what the first half freed for reuse, so RSS after the
+    // first half is the plateau; a leak would show as growth over the second half.
+    let half = args.cycles / 2;
+    for (round, cycles) in [half, args.cycles - half].into_iter().enumerate() {
+        let churned = churn(addr, cycles, args.concurrency);
+        tokio::time::timeout(Duration::from_secs(600), churned).await??;
+        println!("rss after half {}: {} kB", round + 1, status_kb("VmRSS"));
+    }
     println!("{} cycles in {:?}", args.cycles, started.elapsed());
     // The server notices the last clients leave on its own: sample until it has, for 10 s.
     let deadline = Instant::now() + Duration::from_secs(10);
