@@ -35,22 +35,20 @@ use std::{
 };
 
 use axum::{
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{DefaultBodyLimit, FromRequest, Request, State},
     http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, get_service, post},
     Json, Router,
 };
 use clap::{builder::NonEmptyStringValueParser, Parser};
-use http_body_util::BodyExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower::ServiceExt;
 use tower_http::{
     limit::RequestBodyLimitLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
-use tower_sse::{access::Denied, AccessLayer, Broker, Channels, Event, PublishError, SseService};
+use tower_sse::{access::Denied, AccessLayer, Broker, Event, PublishError, SseService};
 
 /// The largest event data `POST /publish` takes.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -107,7 +105,6 @@ pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
 #[derive(Clone)]
 struct Hub {
     broker: Broker,
-    sse: SseService,
     token: Option<Arc<str>>,
 }
 
@@ -125,13 +122,12 @@ pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) 
         std::future::ready(verdict)
     })
     .channel_rules(broker.channel_rules().clone());
-    let hub = Hub {
-        sse: SseService::new(broker.clone()).keep_alive(keep_alive),
-        broker,
-        token,
-    };
+    // The stream is the service itself: no handler or body wrapper around it, as each would
+    // cost every open stream memory (the broker logs subscribe and unsubscribe).
+    let sse = SseService::new(broker.clone()).keep_alive(keep_alive);
+    let hub = Hub { broker, token };
     Router::new()
-        .route("/events", get(events).route_layer(access))
+        .route("/events", get_service(sse).route_layer(access))
         .route(
             "/publish",
             post(publish).layer((
@@ -150,28 +146,6 @@ pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) 
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-}
-
-/// The stream; the access layer has checked its channels and put them in the extensions.
-async fn events(State(hub): State<Hub>, req: Request) -> Response {
-    let channels = req
-        .extensions()
-        .get::<Channels>()
-        .map(|channels| Unsubscribe(channels.iter().map(str::to_owned).collect::<Vec<_>>()));
-    let res = match hub.sse.oneshot(req).await {
-        Ok(res) => res,
-        Err(never) => match never {},
-    };
-    match channels {
-        // Keep the guard as long as the body: it logs when the client goes or the stream ends.
-        Some(guard) if res.status() == StatusCode::OK => res.map(|body| {
-            Body::new(body.map_frame(move |frame| {
-                let _guard = &guard;
-                frame
-            }))
-        }),
-        _ => res.map(Body::new),
-    }
 }
 
 /// The process's Prometheus recorder, installed on the first call. Call it before building
@@ -201,14 +175,6 @@ async fn scrape(State(hub): State<Hub>, req: Request) -> Response {
         metrics().render(),
     )
         .into_response()
-}
-
-struct Unsubscribe(Vec<String>);
-
-impl Drop for Unsubscribe {
-    fn drop(&mut self) {
-        tracing::debug!(channels = ?self.0, "unsubscribe");
-    }
 }
 
 async fn publish(State(hub): State<Hub>, req: Request) -> Response {

@@ -1276,6 +1276,11 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // The names are only collected when the event is enabled.
+        tracing::debug!(
+            channels = ?self.cursors.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+            "unsubscribed"
+        );
         let inner = &*self.broker.inner;
         for cursor in self.cursors.drain(..) {
             let empty = {
@@ -1309,7 +1314,6 @@ impl Drop for Subscription {
         inner.subscribers.fetch_sub(1, Ordering::AcqRel);
         inner.metrics.subscribers.decrement(1.0);
         inner.metrics.channels.set(inner.channels.len() as f64);
-        tracing::trace!("unsubscribed");
     }
 }
 
