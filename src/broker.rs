@@ -436,6 +436,12 @@ impl Inner {
     fn keeps_idle_channels(&self) -> bool {
         matches!(self.backend, Backend::Local) && self.config.history > 0
     }
+
+    /// Sets the channels gauge; called when an entry was added or removed, never per event or
+    /// stream otherwise, since counting takes every shard's lock (so never with an entry held).
+    fn count_channels(&self) {
+        self.metrics.channels.set(self.channels.len() as f64);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -583,8 +589,7 @@ impl Broker {
                 .or_insert_with(|| Arc::new(Channel::new(name, inner.capacity, seq - 1)))
                 .push(entry, inner.capacity, &inner.watermark);
             if new {
-                // After the entry's guard is gone: counting locks every shard.
-                inner.metrics.channels.set(inner.channels.len() as f64);
+                inner.count_channels();
             }
             wakers
         } else {
@@ -723,8 +728,6 @@ impl Broker {
         last_event_id: Option<&str>,
     ) -> Result<Subscription, PublishError> {
         let subscribed = self.subscribe_backend(channels, last_event_id).await;
-        let metrics = &self.inner.metrics;
-        metrics.channels.set(self.inner.channels.len() as f64);
         match &subscribed {
             Ok(_) => tracing::debug!(channels = ?channels.names(), "subscribed"),
             Err(err) => {
@@ -802,7 +805,9 @@ impl Broker {
             // can't be removed in between (removal takes the same lock). For the same reason
             // a new channel's floor is exact: a publish that found no channel has already
             // moved the watermark.
+            let mut created = false;
             let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
+                created = true;
                 Arc::new(Channel::new(
                     name,
                     inner.capacity,
@@ -820,6 +825,9 @@ impl Broker {
                 })
             };
             drop(entry);
+            if created {
+                inner.count_channels();
+            }
             if taken.is_some() {
                 channel.subscribers.increment(1.0);
             }
@@ -1303,17 +1311,17 @@ impl Drop for Subscription {
                 let removed = inner
                     .channels
                     .remove_if(&cursor.name, |_, c| lock(&c.state).wakers.is_empty());
-                #[cfg(feature = "redis")]
-                if let (Some(_), Backend::Redis(redis)) = (removed, &inner.backend) {
-                    redis.release(cursor.name.clone());
+                if removed.is_some() {
+                    inner.count_channels();
+                    #[cfg(feature = "redis")]
+                    if let Backend::Redis(redis) = &inner.backend {
+                        redis.release(cursor.name.clone());
+                    }
                 }
-                #[cfg(not(feature = "redis"))]
-                let _ = removed;
             }
         }
         inner.subscribers.fetch_sub(1, Ordering::AcqRel);
         inner.metrics.subscribers.decrement(1.0);
-        inner.metrics.channels.set(inner.channels.len() as f64);
     }
 }
 
