@@ -606,11 +606,17 @@ impl Subscriber {
             tracing::warn!(channel = name, "unreadable message from Redis");
             return;
         };
+        self.deliver(name, entry, broker);
+    }
+
+    /// Delivers an event of an active channel unless it was delivered already (by the
+    /// subscription or a backfill: both may carry it).
+    fn deliver(&mut self, name: &str, entry: Entry, broker: &crate::Broker) {
         let Some(last) = self.active.get_mut(name) else {
             return; // unsubscribed meanwhile
         };
         if entry.seq <= *last {
-            return; // already delivered by a backfill
+            return;
         }
         *last = entry.seq;
         self.seen.fetch_max(entry.seq, Ordering::Relaxed);
@@ -642,13 +648,7 @@ impl Subscriber {
         };
         tracing::info!(events = missed.len(), "backfilled from Redis history");
         for (name, entry) in missed {
-            if let Some(last) = self.active.get_mut(&name) {
-                if entry.seq > *last {
-                    *last = entry.seq;
-                    self.seen.fetch_max(entry.seq, Ordering::Relaxed);
-                    broker.deliver_remote(&name, entry);
-                }
-            }
+            self.deliver(&name, entry, &broker);
         }
         Ok(())
     }
