@@ -13,29 +13,22 @@ mod quickstart;
 #[path = "support/stream_server.rs"]
 mod stream_server;
 
+mod support;
+
 use std::{
-    future::Future,
     io::{BufRead, BufReader, Write},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
 };
 
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use stream_server::Server;
+use support::guard;
 use tower_sse::{Broker, Event};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Hang guard only: nothing asserts on time. Long enough for Chrome's 3 s reconnection delay
-/// on a busy machine, and longer than WebDriver's 30 s script timeout, which reports better.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(40), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
 
 /// The browser tools, or `None` (after saying so) when they are missing and not required.
 fn browser_tools() -> Option<PathBuf> {
@@ -201,7 +194,7 @@ async fn quickstart_page_gets_greetings_and_resumes_after_a_drop() {
     let first = server.streams(1).await;
     assert_eq!(first[0].last_event_id, None, "a fresh page has no id");
     assert_eq!(broker.subscriber_count("sse"), 1, "the EventSource is open");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = support::client();
     let hello = guard("/hello", http.get(format!("{}/hello", server.base)).send()).await;
     let hello = guard("/hello body", hello.unwrap().text()).await.unwrap();
     assert_eq!(hello, "Message sent! (id 1)\n");

@@ -7,7 +7,7 @@
 #[path = "support/stream_server.rs"]
 mod stream_server;
 
-use std::{future::Future, time::Duration};
+mod support;
 
 use axum::Router;
 use futures_util::StreamExt;
@@ -15,15 +15,9 @@ use reqwest::StatusCode;
 use reqwest_eventsource::{Error, Event as SseEvent, EventSource};
 use serde::{Deserialize, Serialize};
 use stream_server::Server;
+use support::guard;
 use tower::Layer;
 use tower_sse::{access::Denied, AccessLayer, Broker, Event, SseService};
-
-/// Hang guard only: nothing asserts on time.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
 
 /// The JSON the `score` events carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,7 +46,7 @@ fn app(broker: Broker) -> Router {
 }
 
 fn event_source(url: &str) -> EventSource {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = support::client();
     EventSource::new(client.get(url)).unwrap()
 }
 

@@ -16,6 +16,8 @@ mod tonic_web_example;
 #[allow(dead_code)]
 mod tower_http_example;
 
+mod support;
+
 use std::{
     future::{Future, IntoFuture},
     net::SocketAddr,
@@ -25,36 +27,18 @@ use std::{
 
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
-use reqwest::{header, Client, RequestBuilder, Response, StatusCode};
+use reqwest::{header, RequestBuilder, Response, StatusCode};
+use support::{client, guard, send, text};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 use tower_sse::Broker;
 
-/// Hang guard only: nothing asserts on time.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
-
 async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
-}
-
-fn client() -> Client {
-    Client::builder().no_proxy().build().unwrap()
-}
-
-async fn send(request: RequestBuilder) -> Response {
-    guard("response", request.send()).await.unwrap()
-}
-
-async fn text(res: Response) -> String {
-    guard("body", res.text()).await.unwrap()
 }
 
 /// A JSON body (reqwest's `json` feature is off).

@@ -14,17 +14,17 @@ mod churn;
 #[allow(dead_code)]
 mod hub;
 
+mod support;
+
 use std::{
     convert::Infallible,
     error::Error as StdError,
-    future::Future,
     net::SocketAddr,
     panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -32,30 +32,13 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
+use support::{guard, wait_until};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 use tower::{Service, ServiceExt};
 use tower_sse::{Broker, Event, EventError, LagPolicy, PublishError, Resume};
-
-/// Hang guard only: nothing asserts on time.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
-
-/// Waits for a state the server reaches on its own (a subscription dropped after its client
-/// left), checking again whenever the other tasks have run.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    guard(what, async {
-        while !done() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-}
 
 /// A server on a free port, counting the connections whose handling panicked.
 struct Server {
@@ -533,7 +516,7 @@ async fn subscriber_limits_are_503_with_retry_after() {
         Server::sse(limits().build()).await,
         Server::hub(limits().build()).await,
     ] {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let client = support::client();
         let mut open = Vec::new();
         let cases = [
             ("a", "a", "too many subscribers on channel a (limit 3)"),
@@ -611,7 +594,7 @@ async fn slow_consumer(policy: LagPolicy) -> (Server, reqwest::Response, reqwest
         .lag_policy(policy)
         .build();
     let server = Server::sse(broker).await;
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = support::client();
     let mut fast = get(&client, server.url("/events?channel=s")).await;
     let slow = get(&client, server.url("/events?channel=s")).await;
     assert_eq!(server.broker.subscriber_count("s"), 2);

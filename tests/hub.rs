@@ -5,8 +5,10 @@
 #[allow(dead_code)]
 mod hub;
 
+mod support;
+
 use std::{
-    future::{Future, IntoFuture},
+    future::IntoFuture,
     io,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -17,29 +19,12 @@ use clap::{error::ErrorKind, CommandFactory, Parser};
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
 use reqwest::{header, Client, RequestBuilder, Response, StatusCode};
+use support::{client, guard, send, text, wait_until};
 use tokio::net::TcpListener;
 use tower_sse::Broker;
 
 const TOKEN: &str = "s3cret";
 const MIB: usize = 1024 * 1024;
-
-/// Hang guard only: nothing asserts on time.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
-
-/// Waits for a condition the server reaches on its own (a subscription dropped after the client
-/// left), checking again whenever the other tasks have run.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    guard(what, async {
-        while !done() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-}
 
 /// A hub serving on a free port.
 struct Hub {
@@ -91,18 +76,6 @@ impl Hub {
     async fn publish(&self, query: &str, data: &str) -> String {
         publish(self.post(query, data.to_owned())).await
     }
-}
-
-fn client() -> Client {
-    Client::builder().no_proxy().build().unwrap()
-}
-
-async fn send(request: RequestBuilder) -> Response {
-    guard("response", request.send()).await.unwrap()
-}
-
-async fn text(res: Response) -> String {
-    guard("body", res.text()).await.unwrap()
 }
 
 fn content_type(res: &Response) -> &str {

@@ -5,18 +5,12 @@
 #[allow(dead_code)]
 mod quickstart;
 
-use std::{future::Future, time::Duration};
+mod support;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
+use support::guard;
 use tower_sse::Broker;
-
-/// Hang guard only: nothing asserts on time.
-async fn guard<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .expect("hang guard")
-}
 
 async fn serve(broker: Broker) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -28,13 +22,15 @@ async fn serve(broker: Broker) -> String {
 #[tokio::test]
 async fn page_listens_for_greetings_on_the_stream() {
     let base = serve(Broker::new()).await;
-    let res = guard(reqwest::get(format!("{base}/"))).await.unwrap();
+    let res = guard("response", reqwest::get(format!("{base}/")))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    let page = guard(res.text()).await.unwrap();
+    let page = guard("body", res.text()).await.unwrap();
     assert!(page.contains(r#"new EventSource("/stream")"#), "{page}");
     assert!(page.contains(r#"addEventListener("greeting""#), "{page}");
 }
@@ -45,20 +41,24 @@ async fn hello_publishes_a_greeting_to_every_stream() {
     let base = serve(broker.clone()).await;
     let mut streams = Vec::new();
     for _ in 0..2 {
-        let res = guard(reqwest::get(format!("{base}/stream"))).await.unwrap();
+        let res = guard("response", reqwest::get(format!("{base}/stream")))
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
         streams.push(res.bytes_stream().eventsource());
     }
     assert_eq!(broker.subscriber_count("sse"), 2);
 
-    let res = guard(reqwest::get(format!("{base}/hello"))).await.unwrap();
+    let res = guard("response", reqwest::get(format!("{base}/hello")))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    let answer = guard(res.text()).await.unwrap();
+    let answer = guard("body", res.text()).await.unwrap();
     assert_eq!(answer, "Message sent! (id 1)\n");
 
     for stream in &mut streams {
-        let event = guard(stream.next()).await.unwrap().unwrap();
+        let event = guard("event", stream.next()).await.unwrap().unwrap();
         assert_eq!(event.event, "greeting");
         assert_eq!(event.id, "1");
         let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
@@ -71,9 +71,11 @@ async fn hello_after_close_says_why_nothing_was_sent() {
     let broker = Broker::new();
     let base = serve(broker.clone()).await;
     broker.close();
-    let res = guard(reqwest::get(format!("{base}/hello"))).await.unwrap();
+    let res = guard("response", reqwest::get(format!("{base}/hello")))
+        .await
+        .unwrap();
     assert_eq!(
-        guard(res.text()).await.unwrap(),
+        guard("body", res.text()).await.unwrap(),
         "Not sent: broker is closed\n"
     );
 }

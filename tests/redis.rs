@@ -6,9 +6,10 @@
 //! `cargo test --release --all-features --test redis -- --ignored --nocapture latency`
 #![cfg(feature = "redis")]
 
+mod support;
+
 use std::{
     collections::VecDeque,
-    future::Future,
     net::TcpListener,
     process::{Child, Command, Stdio},
     sync::{
@@ -19,6 +20,7 @@ use std::{
 };
 
 use futures_util::FutureExt;
+use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -27,13 +29,6 @@ use tokio::{
 use tower_sse::{Broker, Channels, Event, PublishError, Resume, Subscription};
 
 const REQUIRE: &str = "TOWER_SSE_REQUIRE_REDIS";
-
-/// Hang guard only: nothing asserts on time.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
 
 /// Between checks of a state only Redis or a child process knows.
 async fn pause() {

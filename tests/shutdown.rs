@@ -7,10 +7,13 @@
 //! never ends on its own, so this is what `Broker::close` is for: without it a graceful
 //! shutdown would wait forever.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+mod support;
+
+use std::net::SocketAddr;
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpSocket, TcpStream},
@@ -23,13 +26,6 @@ use tower_sse::{Broker, Event, SseService};
 const STREAMS: usize = 5_000;
 /// Connections opened at once: well under the listener's backlog (1024).
 const BATCH: usize = 250;
-
-/// Hang guard only: nothing asserts on time.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
 
 /// Two sockets per stream (client and server, one process) and some slack.
 fn raise_open_files_limit(needed: u64) {

@@ -1,13 +1,14 @@
 //! The stream service over real sockets: a hyper server on 127.0.0.1:0, reqwest as the client,
 //! eventsource-stream as an independent spec parser.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
+use support::{guard, wait_until};
 use tower_sse::{Broker, Event, SseService};
-
-const GUARD: Duration = Duration::from_secs(10);
 
 async fn serve(service: SseService) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -15,19 +16,6 @@ async fn serve(service: SseService) -> SocketAddr {
     let app = axum::Router::new().route_service("/stream", service);
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-async fn guard<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(GUARD, f).await.expect("hang guard")
-}
-
-async fn wait_until(mut ok: impl FnMut() -> bool) {
-    guard(async {
-        while !ok() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
 }
 
 async fn open(addr: SocketAddr, query: &str) -> reqwest::Response {
@@ -71,7 +59,7 @@ async fn tricky_data_round_trips_through_a_spec_parser() {
             .id(&id)
             .data(*data);
         broker.publish("t", event).await.unwrap();
-        let got = guard(events.next()).await.unwrap().unwrap();
+        let got = guard("event", events.next()).await.unwrap().unwrap();
         assert_eq!(got.data, normalised(data), "case {i}");
         assert_eq!(got.event, format!("type {i}:x"));
         assert_eq!(got.id, id);
@@ -89,7 +77,10 @@ async fn tricky_data_round_trips_through_a_spec_parser() {
         .publish("t", Event::default().data("after"))
         .await
         .unwrap();
-    assert_eq!(guard(events.next()).await.unwrap().unwrap().data, "after");
+    assert_eq!(
+        guard("event", events.next()).await.unwrap().unwrap().data,
+        "after"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,17 +92,23 @@ async fn several_channels_default_channel_and_isolation() {
         .bytes_stream()
         .eventsource();
     let mut default = open(addr, "").await.bytes_stream().eventsource();
-    wait_until(|| broker.subscriber_count("sse") == 1).await;
+    wait_until("subscribed", || broker.subscriber_count("sse") == 1).await;
     for (channel, data) in [("c", "other"), ("b", "1"), ("sse", "default"), ("a", "2")] {
         broker
             .publish(channel, Event::default().data(data))
             .await
             .unwrap();
     }
-    assert_eq!(guard(both.next()).await.unwrap().unwrap().data, "1");
-    assert_eq!(guard(both.next()).await.unwrap().unwrap().data, "2");
     assert_eq!(
-        guard(default.next()).await.unwrap().unwrap().data,
+        guard("event", both.next()).await.unwrap().unwrap().data,
+        "1"
+    );
+    assert_eq!(
+        guard("event", both.next()).await.unwrap().unwrap().data,
+        "2"
+    );
+    assert_eq!(
+        guard("event", default.next()).await.unwrap().unwrap().data,
         "default"
     );
 }
@@ -123,7 +120,10 @@ async fn disconnect_removes_subscriber_and_channel() {
     let res = open(addr, "channel=gone").await;
     assert_eq!(broker.subscriber_count("gone"), 1);
     drop(res);
-    wait_until(|| broker.subscriber_count("gone") == 0 && broker.channel_count() == 0).await;
+    wait_until("unsubscribed", || {
+        broker.subscriber_count("gone") == 0 && broker.channel_count() == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,14 +132,17 @@ async fn keep_alive_arrives_and_close_ends_the_stream() {
     let service = SseService::new(broker.clone()).keep_alive(Some(Duration::from_millis(100)));
     let addr = serve(service).await;
     let mut body = open(addr, "channel=k").await.bytes_stream();
-    assert_eq!(&guard(body.next()).await.unwrap().unwrap()[..], b":\n\n");
+    assert_eq!(
+        &guard("frame", body.next()).await.unwrap().unwrap()[..],
+        b":\n\n"
+    );
     broker
         .publish("k", Event::default().data("last"))
         .await
         .unwrap();
     broker.close();
     let mut rest = Vec::new();
-    while let Some(chunk) = guard(body.next()).await {
+    while let Some(chunk) = guard("frame", body.next()).await {
         rest.extend_from_slice(&chunk.unwrap());
     }
     let rest = String::from_utf8(rest).unwrap();
@@ -157,7 +160,7 @@ async fn a_subscriber_that_never_reads_does_not_delay_another() {
         .await
         .unwrap();
     let mut reader = open(addr, "channel=s").await.bytes_stream().eventsource();
-    wait_until(|| broker.subscriber_count("s") == 2).await;
+    wait_until("subscribed", || broker.subscriber_count("s") == 2).await;
     let publisher = broker.clone();
     let data = "y".repeat(1024);
     let count = 2000;
@@ -172,7 +175,7 @@ async fn a_subscriber_that_never_reads_does_not_delay_another() {
     });
     let mut last = 0u64;
     while last < count {
-        let event = guard(reader.next()).await.unwrap().unwrap();
+        let event = guard("event", reader.next()).await.unwrap().unwrap();
         let id: u64 = event.id.parse().unwrap();
         assert_eq!(id, last + 1, "every event, in order");
         last = id;

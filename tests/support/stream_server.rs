@@ -6,24 +6,14 @@
 
 #![allow(dead_code)] // each test uses its part
 
-use std::{
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
+use crate::support::guard;
 use axum::Router;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tower::ServiceExt;
-
-/// Hang guard only; long enough for a browser's reconnection delay on a busy machine.
-async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(40), future)
-        .await
-        .unwrap_or_else(|_| panic!("hang guard: {what}"))
-}
 
 /// A `/stream` request the app answered: on which connection, with which `Last-Event-ID`.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,43 @@
+//! What the integration tests share: a hang guard, a wait for the server's own progress, and
+//! an HTTP client. Each test binary takes it with `mod support;`.
+
+#![allow(dead_code)] // each test uses its part
+
+use std::{future::Future, time::Duration};
+
+use reqwest::{Client, RequestBuilder, Response};
+
+/// Hang guard only: nothing asserts on time. Long enough for a busy 2-core machine, for a
+/// browser's 3 s reconnection delay, and for WebDriver's 30 s script timeout to fire first
+/// (it reports better).
+pub async fn guard<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), future)
+        .await
+        .unwrap_or_else(|_| panic!("hang guard: {what}"))
+}
+
+/// Waits for a state the server reaches on its own (a subscription dropped after its client
+/// left), checking again whenever the other tasks have run.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    guard(what, async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// A client that talks to 127.0.0.1 directly, whatever proxy the environment names.
+pub fn client() -> Client {
+    Client::builder().no_proxy().build().unwrap()
+}
+
+/// Sends, under the hang guard.
+pub async fn send(request: RequestBuilder) -> Response {
+    guard("response", request.send()).await.unwrap()
+}
+
+/// The whole body as text, under the hang guard.
+pub async fn text(res: Response) -> String {
+    guard("body", res.text()).await.unwrap()
+}
