@@ -48,7 +48,11 @@ use tower_http::{
     limit::RequestBodyLimitLayer,
     trace::{DefaultOnResponse, TraceLayer},
 };
-use tower_sse::{access::Denied, AccessLayer, Broker, Event, PublishError, SseService};
+use tower_sse::{
+    access::Denied,
+    channel::{form_decode, query_pairs},
+    AccessLayer, Broker, Event, PublishError, SseService,
+};
 
 /// The largest event data `POST /publish` takes.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -233,26 +237,29 @@ struct PublishParams {
 }
 
 impl PublishParams {
-    fn parse(query: &str) -> Result<PublishParams, &'static str> {
+    fn parse(query: &str) -> Result<PublishParams, String> {
         let (mut params, mut retry) = (PublishParams::default(), None);
         for (key, value) in query_pairs(query) {
-            let slot = match &*decode(key)? {
+            let slot = match &*form_decode(key).map_err(|err| err.to_string())? {
                 "channel" => &mut params.channel,
                 "event" => &mut params.event,
                 "id" => &mut params.id,
                 "retry" => &mut retry,
                 "access_token" => continue,
-                _ => return Err("unknown parameter (expected channel, event, id, retry)"),
+                _ => return Err("unknown parameter (expected channel, event, id, retry)".into()),
             };
-            if slot.replace(decode(value)?).is_some() {
-                return Err("parameter given twice");
+            if slot
+                .replace(form_decode(value).map_err(|err| err.to_string())?)
+                .is_some()
+            {
+                return Err("parameter given twice".into());
             }
         }
         if let Some(ms) = retry {
             if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("retry is not a number of milliseconds");
+                return Err("retry is not a number of milliseconds".into());
             }
-            let ms = ms.parse().map_err(|_| "retry is too large")?;
+            let ms = ms.parse().map_err(|_| "retry is too large".to_owned())?;
             params.retry = Some(Duration::from_millis(ms));
         }
         Ok(params)
@@ -283,10 +290,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 fn access_token(query: &str) -> Result<Option<String>, Denied> {
     let mut token = None;
     for (key, value) in query_pairs(query) {
-        if decode(key).as_deref() != Ok("access_token") {
+        if form_decode(key).as_deref() != Ok("access_token") {
             continue;
         }
-        let value = decode(value).map_err(|reason| Denied::new(StatusCode::BAD_REQUEST, reason))?;
+        let value = form_decode(value)
+            .map_err(|err| Denied::new(StatusCode::BAD_REQUEST, err.to_string()))?;
         if token.replace(value).is_some() {
             return Err(Denied::new(
                 StatusCode::BAD_REQUEST,
@@ -306,37 +314,8 @@ fn same(given: &[u8], expected: &[u8]) -> bool {
     diff == 0 && given.len() == expected.len()
 }
 
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-}
-
-/// Strict form decoding, as tower-sse reads channels: `+` is a space, `%` must start two hex
-/// digits, and the result must be UTF-8.
-fn decode(s: &str) -> Result<String, &'static str> {
-    const INVALID: &str = "invalid percent-encoding or UTF-8 in query";
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        out.push(match b {
-            b'+' => b' ',
-            b'%' => {
-                let mut hex = || bytes.next().and_then(|b| char::from(b).to_digit(16));
-                match (hex(), hex()) {
-                    (Some(hi), Some(lo)) => (hi * 16 + lo) as u8,
-                    _ => return Err(INVALID),
-                }
-            }
-            b => b,
-        });
-    }
-    String::from_utf8(out).map_err(|_| INVALID)
-}
-
-fn bad_request(reason: &'static str) -> Response {
-    (StatusCode::BAD_REQUEST, reason).into_response()
+fn bad_request(reason: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, reason.into()).into_response()
 }
 
 fn refusal(denied: Denied) -> Response {

@@ -16,7 +16,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tower_sse::{Broker, Event, SseBody, SseService};
+use tower_sse::{
+    channel::{form_decode, query_pairs},
+    Broker, Event, SseBody, SseService,
+};
 
 /// Routes one request: `/stream`, `/publish?msg=...` (to the default channel `sse`), else 404.
 async fn route(sse: SseService, req: Request<Incoming>) -> Result<Response<SseBody>, Infallible> {
@@ -24,9 +27,10 @@ async fn route(sse: SseService, req: Request<Incoming>) -> Result<Response<SseBo
     match req.uri().path() {
         "/stream" => sse.oneshot(req).await,
         "/publish" => {
-            let msg = req.uri().query().unwrap_or("").split('&').find_map(|pair| {
-                let value = pair.strip_prefix("msg=")?;
-                decode(value)
+            let query = req.uri().query().unwrap_or("");
+            let msg = query_pairs(query).find_map(|(key, value)| match key {
+                "msg" => form_decode(value).ok(),
+                _ => None,
             });
             Ok(match msg {
                 None => plain(StatusCode::BAD_REQUEST, "msg missing or malformed\n".into()),
@@ -46,23 +50,6 @@ fn plain(status: StatusCode, text: String) -> Response<SseBody> {
     let text_plain = header::HeaderValue::from_static("text/plain; charset=utf-8");
     res.headers_mut().insert(header::CONTENT_TYPE, text_plain);
     res
-}
-
-/// Form decoding: `+` is a space, `%XX` a byte; `None` if malformed or not UTF-8.
-fn decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        out.push(match b {
-            b'+' => b' ',
-            b'%' => {
-                let mut hex = || char::from(bytes.next()?).to_digit(16);
-                u8::try_from(hex()? * 16 + hex()?).ok()?
-            }
-            b => b,
-        });
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Serves until `shutdown` completes, then closes the broker and waits for the connections.

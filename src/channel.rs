@@ -135,13 +135,13 @@ impl ChannelRules {
     /// ```
     pub fn parse_query(&self, query: Option<&str>) -> Result<Channels, ChannelError> {
         let mut names: Vec<Arc<str>> = Vec::new();
-        for (key, value) in pairs(query.unwrap_or("")) {
+        for (key, value) in query_pairs(query.unwrap_or("")) {
             // "channel" is 7 bytes; percent-encoded it is at most 21. Longer keys can't be it,
             // so they are not decoded at all.
-            if key.len() > 21 || decode(key).ok().as_deref() != Some("channel") {
+            if key.len() > 21 || form_decode(key).ok().as_deref() != Some("channel") {
                 continue;
             }
-            let value = decode(value)?;
+            let value = form_decode(value)?;
             for name in value.split(',') {
                 self.check_name(name)?;
                 if names.iter().any(|n| &**n == name) {
@@ -161,8 +161,20 @@ impl ChannelRules {
     }
 }
 
-/// The `key=value` pairs of a query string, still percent-encoded.
-pub(crate) fn pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+/// The `key=value` pairs of a query string, still percent-encoded, split as
+/// [`ChannelRules::parse_query`] splits them (a key without `=` has an empty value; empty
+/// pairs are skipped). Decode each part with [`form_decode`].
+///
+/// For an access check that reads other parameters of a stream request (a token, say) the
+/// way the channels are read, so that no query trick tells the two apart.
+///
+/// ```
+/// use tower_sse::channel::query_pairs;
+///
+/// let pairs: Vec<_> = query_pairs("channel=a&&flag&token=x%20y").collect();
+/// assert_eq!(pairs, [("channel", "a"), ("flag", ""), ("token", "x%20y")]);
+/// ```
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -171,7 +183,19 @@ pub(crate) fn pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// Strict `application/x-www-form-urlencoded` decoding: `+` is a space, `%` must start two hex
 /// digits, and the result must be UTF-8.
-pub(crate) fn decode(s: &str) -> Result<String, ChannelError> {
+///
+/// # Errors
+///
+/// [`ChannelError::InvalidEncoding`] for a `%` not followed by two hex digits, or bytes that
+/// are not UTF-8.
+///
+/// ```
+/// use tower_sse::channel::{form_decode, ChannelError};
+///
+/// assert_eq!(form_decode("a+b%2Cc").unwrap(), "a b,c");
+/// assert_eq!(form_decode("%zz"), Err(ChannelError::InvalidEncoding));
+/// ```
+pub fn form_decode(s: &str) -> Result<String, ChannelError> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Ok(s.to_owned());
     }

@@ -33,7 +33,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use crate::{
     body::SseBody,
     broker::{Broker, PublishError, Resume},
-    channel::{decode, pairs, ChannelRules, Channels},
+    channel::{form_decode, query_pairs, ChannelRules, Channels},
     event::Event,
 };
 
@@ -271,13 +271,13 @@ fn last_event_id<B>(req: &Request<B>, max: usize) -> Result<Option<String>, Stri
         }
         None => {
             let query = req.uri().query().unwrap_or("");
-            let Some((_, value)) = pairs(query).find(|(key, _)| *key == "lastEventId") else {
+            let Some((_, value)) = query_pairs(query).find(|(key, _)| *key == "lastEventId") else {
                 return Ok(None);
             };
             if value.len() > 3 * max {
                 return Err(format!("lastEventId longer than {max} bytes"));
             }
-            let id = decode(value).map_err(|err| err.to_string())?;
+            let id = form_decode(value).map_err(|err| err.to_string())?;
             if id.len() > max {
                 return Err(format!("lastEventId longer than {max} bytes"));
             }
