@@ -25,7 +25,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
-use tower_sse::{access::Denied, AccessLayer, Broker, Event, PublishError, SseService};
+use tower_sse::{access::Denied, AccessLayer, Broker, Event, SseService};
 
 /// The body of `POST /messages`, which is also the data of the event it publishes.
 #[derive(Debug, Deserialize, Serialize)]
@@ -88,10 +88,7 @@ async fn post_message(
     let event = Event::default().event("message").json_data(&message);
     match state.broker.publish(&message.channel, event).await {
         Ok(id) => Ok(Json(serde_json::json!({ "id": id }))),
-        Err(err @ (PublishError::Channel(_) | PublishError::Event(_))) => {
-            Err((StatusCode::BAD_REQUEST, err.to_string()))
-        }
-        Err(err) => Err((StatusCode::SERVICE_UNAVAILABLE, err.to_string())),
+        Err(err) => Err((err.status(), err.to_string())),
     }
 }
 

@@ -51,7 +51,7 @@ use tower_http::{
 use tower_sse::{
     access::Denied,
     channel::{form_decode, query_pairs},
-    AccessLayer, Broker, Event, PublishError, SseService,
+    AccessLayer, Broker, Event, SseService,
 };
 
 /// The largest event data `POST /publish` takes.
@@ -216,14 +216,10 @@ async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
         event = event.retry(retry);
     }
     let channel = params.channel.as_deref().unwrap_or("sse");
-    hub.broker.publish(channel, event).await.map_err(|err| {
-        let status = match err {
-            PublishError::Event(_) | PublishError::Channel(_) => StatusCode::BAD_REQUEST,
-            PublishError::Closed | PublishError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        (status, err.to_string()).into_response()
-    })
+    hub.broker
+        .publish(channel, event)
+        .await
+        .map_err(|err| (err.status(), err.to_string()).into_response())
 }
 
 /// The query of `POST /publish`. Unknown or repeated parameters are errors, so a typo

@@ -36,7 +36,7 @@ async fn route(sse: SseService, req: Request<Incoming>) -> Result<Response<SseBo
                 None => plain(StatusCode::BAD_REQUEST, "msg missing or malformed\n".into()),
                 Some(msg) => match broker.publish("sse", Event::default().data(msg)).await {
                     Ok(id) => plain(StatusCode::OK, format!("published {id}\n")),
-                    Err(err) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+                    Err(err) => plain(err.status(), format!("{err}\n")),
                 },
             })
         }

@@ -45,7 +45,7 @@ pub fn app(broker: Broker) -> Routes {
 async fn publish(State(broker): State<Broker>, data: String) -> (StatusCode, String) {
     match broker.publish("sse", Event::default().data(data)).await {
         Ok(id) => (StatusCode::OK, format!("{id}\n")),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        Err(err) => (err.status(), format!("{err}\n")),
     }
 }
 

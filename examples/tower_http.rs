@@ -34,7 +34,7 @@ use tower_http::{
     compression::CompressionLayer, cors::CorsLayer, limit::RequestBodyLimitLayer,
     set_header::SetResponseHeaderLayer, timeout::TimeoutLayer, trace::TraceLayer,
 };
-use tower_sse::{Broker, Event, PublishError, SseService};
+use tower_sse::{Broker, Event, SseService};
 
 /// The largest body `POST /publish` takes.
 pub const MAX_BODY: usize = 4096;
@@ -94,10 +94,7 @@ async fn publish(
     let channel = to.channel.as_deref().unwrap_or("sse");
     match broker.publish(channel, Event::default().data(data)).await {
         Ok(id) => (StatusCode::OK, format!("{id}\n")),
-        Err(err @ (PublishError::Channel(_) | PublishError::Event(_))) => {
-            (StatusCode::BAD_REQUEST, format!("{err}\n"))
-        }
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        Err(err) => (err.status(), format!("{err}\n")),
     }
 }
 

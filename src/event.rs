@@ -213,17 +213,12 @@ impl Event {
 
     /// Encodes a valid event with `id` as its `id:` field. The caller has validated it.
     pub(crate) fn encode(&self, id: Option<&str>) -> Bytes {
-        let mut buf = self.encode_head(id.map_or(0, str::len) + 6);
-        if let Some(id) = id {
-            field(&mut buf, "id", id);
-        }
-        buf.put_u8(b'\n');
-        buf.freeze()
+        finish(self.encode_head(id.map_or(0, str::len) + 6), id)
     }
 
     /// Every line but the `id:` line and the blank line that ends the event, with room for
     /// `extra` more bytes. The `id:` line comes last so that a backend which assigns ids
-    /// elsewhere (the Redis script) can append it and produce the same bytes.
+    /// elsewhere (Redis) can store the rest and [`finish`] it with the id it got.
     pub(crate) fn encode_head(&self, extra: usize) -> BytesMut {
         let data = self.data.as_deref().unwrap_or("");
         let mut buf = BytesMut::with_capacity(self.encoded_len_hint(data) + extra);
@@ -260,6 +255,17 @@ impl Event {
         // Keep the first problem: it is the one the user made first.
         self.error.get_or_insert(err);
     }
+}
+
+/// Ends an event whose other lines are in `head` (from [`Event::encode_head`]): its `id:` line,
+/// if any, then the blank line. The one place the `id:` line is written, for events encoded
+/// here and for those a backend stored without it.
+pub(crate) fn finish(mut head: BytesMut, id: Option<&str>) -> Bytes {
+    if let Some(id) = id {
+        field(&mut head, "id", id);
+    }
+    head.put_u8(b'\n');
+    head.freeze()
 }
 
 fn field(buf: &mut BytesMut, name: &str, value: &str) {

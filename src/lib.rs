@@ -28,6 +28,7 @@
 //! - [`broker`]: the registry of channels; ids, ordering, slow subscribers, shutdown.
 //! - [`service`] and [`body`]: the Tower service and its streaming response body.
 //! - [`access`]: before-request authorization per channel.
+//! - [`error`]: one error per operation, each with the HTTP status a service answers it with.
 //! - backends: in-process by default; `redis` (feature) so several instances share channels.
 //! - [`metrics`]: counters and gauges through the `metrics` facade; `tracing` spans and events
 //!   for subscribe, unsubscribe, lag and refusals.
@@ -83,21 +84,25 @@
 #![doc(test(attr(deny(warnings), allow(dead_code, unused_variables))))]
 
 pub mod access;
+mod backend;
 pub mod body;
 pub mod broker;
 pub mod channel;
+pub mod error;
 pub mod event;
 pub mod metrics;
+pub mod service;
+mod sync;
+
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis;
-pub mod service;
-
+pub use self::backend::redis;
 pub use self::{
     access::AccessLayer,
     body::SseBody,
-    broker::{Broker, BrokerBuilder, LagPolicy, PublishError, Resume, Subscription},
+    broker::{Broker, BrokerBuilder, LagPolicy, Resume, Subscription},
     channel::{ChannelError, ChannelRules, Channels},
+    error::{ConnectError, PublishError, SubscribeError},
     event::{Event, EventError},
     service::SseService,
 };

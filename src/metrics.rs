@@ -32,8 +32,6 @@
 
 use ::metrics::{Counter, Gauge};
 
-use crate::broker::PublishError;
-
 /// Gauge: open subscriptions.
 pub const SUBSCRIBERS: &str = "sse_subscribers";
 /// Gauge, label `channel`: subscribers of that channel.
@@ -83,22 +81,14 @@ pub(crate) fn channel_subscribers(name: &str) -> Gauge {
     ::metrics::gauge!(CHANNEL_SUBSCRIBERS, "channel" => name.to_owned())
 }
 
-fn reason(err: &PublishError) -> &'static str {
-    match err {
-        PublishError::Event(_) => "event",
-        PublishError::Channel(_) => "channel",
-        PublishError::Closed => "closed",
-        PublishError::TooManySubscribers { .. } => "too_many",
-        PublishError::Backend(_) => "backend",
-    }
+/// Counts a refused publish; `reason` is the error's label.
+pub(crate) fn publish_error(reason: &'static str) {
+    ::metrics::counter!(PUBLISH_ERRORS, "reason" => reason).increment(1);
 }
 
-pub(crate) fn publish_error(err: &PublishError) {
-    ::metrics::counter!(PUBLISH_ERRORS, "reason" => reason(err)).increment(1);
-}
-
-pub(crate) fn subscribe_error(err: &PublishError) {
-    ::metrics::counter!(SUBSCRIBE_ERRORS, "reason" => reason(err)).increment(1);
+/// Counts a refused subscription; `reason` is the error's label.
+pub(crate) fn subscribe_error(reason: &'static str) {
+    ::metrics::counter!(SUBSCRIBE_ERRORS, "reason" => reason).increment(1);
 }
 
 pub(crate) fn denied(status: http::StatusCode) {

@@ -32,12 +32,13 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::{
     body::SseBody,
-    broker::{Broker, PublishError, Resume},
+    broker::{Broker, Resume},
     channel::{form_decode, query_pairs, ChannelRules, Channels},
+    error::SubscribeError,
     event::Event,
 };
 
-/// Seconds a client refused for [too many subscribers](PublishError::TooManySubscribers) is
+/// Seconds a client refused for [too many subscribers](SubscribeError::TooManySubscribers) is
 /// told to wait. `EventSource` ignores it (it retries after its own reconnection time), other
 /// clients read it.
 const RETRY_AFTER: &str = "5";
@@ -47,7 +48,7 @@ const RETRY_AFTER: &str = "5";
 /// Clients choose channels with `?channel=` (repeatable, or comma-separated; default `sse`).
 /// Cheap to clone: a clone shares the broker. Never fails (`Error = Infallible`): a bad channel
 /// list is a `400 Bad Request` with the reason, a closed broker a `503 Service Unavailable`,
-/// and so are [too many subscribers](PublishError::TooManySubscribers), with `Retry-After: 5`.
+/// and so are [too many subscribers](SubscribeError::TooManySubscribers), with `Retry-After: 5`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -203,8 +204,8 @@ impl Subscribe {
             Ok(subscription) => subscription,
             Err(err) => {
                 tracing::warn!(%err, "subscribe failed");
-                let mut res = plain(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
-                if let PublishError::TooManySubscribers { .. } = err {
+                let mut res = plain(err.status(), err.to_string());
+                if let SubscribeError::TooManySubscribers { .. } = err {
                     res.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
                 }

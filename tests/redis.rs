@@ -26,7 +26,9 @@ use tokio::{
     net::TcpStream,
     sync::Notify,
 };
-use tower_sse::{Broker, Channels, Event, PublishError, Resume, Subscription};
+use tower_sse::{
+    Broker, Channels, ConnectError, Event, PublishError, Resume, SubscribeError, Subscription,
+};
 
 const REQUIRE: &str = "TOWER_SSE_REQUIRE_REDIS";
 
@@ -766,15 +768,15 @@ async fn a_new_channel_while_redis_is_down_is_refused() {
     redis.kill();
     assert!(matches!(
         guard("connect", Broker::builder().connect_redis(&redis.url())).await,
-        Err(PublishError::Backend(_))
+        Err(ConnectError { .. })
     ));
     assert!(matches!(
         guard("subscribe", b.subscribe(&channels(&b, "new"))).await,
-        Err(PublishError::Backend(_))
+        Err(SubscribeError::Backend(_))
     ));
     assert!(matches!(
         guard("subscribe", b.subscribe(&channels(&b, "old,new"))).await,
-        Err(PublishError::Backend(_))
+        Err(SubscribeError::Backend(_))
     ));
     assert_eq!(b.subscriber_count("new"), 0);
     // A channel this instance already holds a Redis subscription for goes on.
@@ -794,7 +796,7 @@ async fn a_new_channel_while_redis_is_down_is_refused() {
         loop {
             match b.subscribe(&channels(&b, "new")).await {
                 Ok(sub) => return sub,
-                Err(PublishError::Backend(_)) => pause().await,
+                Err(SubscribeError::Backend(_)) => pause().await,
                 Err(err) => panic!("{err}"),
             }
         }

@@ -1,0 +1,96 @@
+//! Where events travel between publishers and a broker's channels: the seam between the
+//! [`Broker`](crate::Broker) and a backend.
+//!
+//! Without a backend, a publish puts the event straight into its channel's ring, in this
+//! process. With one (Redis, feature `redis`), the broker hands the event to the
+//! [`Backend`], which stores and spreads it; the backend then brings every instance's events
+//! back into the local rings through an [`Inbound`] handle, which is all it ever sees of the
+//! broker. So the broker names no backend, and a backend names nothing of the broker: both
+//! speak in the plain types of this module.
+//!
+//! A backend has its own sequence numbers (one counter shared by every instance); the
+//! broker gives each event it receives a local order number of its own as well, so that
+//! streams over several channels stay in one order even when the backend's numbers start
+//! again after a data loss.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use bytes::Bytes;
+
+use crate::{error::BoxError, event::Event};
+
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
+
+/// A future a backend returns, boxed so that [`Backend`] can be a trait object.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a broker's events travel: publish, keep channels subscribed, replay history.
+pub(crate) trait Backend: Send + Sync + 'static {
+    /// Stores and spreads `event` on `channel`; returns its id (the publisher's, or the one
+    /// the backend assigned). The event has been validated.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<String, BoxError>>;
+
+    /// Makes sure every event of these channels, from now on, comes back through the
+    /// [`Inbound`] handle; answers once it is so.
+    fn ensure<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), BoxError>>;
+
+    /// `channel` lost its last local subscriber: its events are no longer needed here.
+    fn release(&self, channel: Arc<str>);
+
+    /// The stored events of `channels` after `last_event_id` (read as the backend sequence
+    /// number `seq` when it is one).
+    fn replay<'a>(
+        &'a self,
+        channels: &'a [Arc<str>],
+        last_event_id: &'a str,
+        seq: Option<u64>,
+    ) -> BoxFuture<'a, Result<Replay, BoxError>>;
+}
+
+/// One event as a backend carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Message {
+    /// The backend's sequence number; the id when the publisher gave none.
+    pub(crate) seq: u64,
+    /// The publisher's id; `None` when the id is `seq`.
+    pub(crate) id: Option<Box<str>>,
+    /// The encoded event, `id:` line included.
+    pub(crate) bytes: Bytes,
+}
+
+/// What a backend found for a resume.
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    /// The backend sequence number the resume starts after; `None` when the id is not one
+    /// the backend knows.
+    pub(crate) after: Option<u64>,
+    /// Whether `events` holds every event after it.
+    pub(crate) complete: bool,
+    /// Every event up to this backend sequence number was stored when the replay was read.
+    pub(crate) snapshot: u64,
+    /// The encoded events to replay, in order.
+    pub(crate) events: Vec<Bytes>,
+}
+
+/// The broker was dropped: the backend's task can stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gone;
+
+/// The broker as a backend sees it: where remote events come back in.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// Delivers `message` to the local subscribers of `channel`.
+    fn deliver(&self, channel: &str, message: Message) -> Result<(), Gone>;
+
+    /// The backend lost its data: the sequence numbers it gives from now on may be ones
+    /// already seen.
+    fn data_lost(&self) -> Result<(), Gone>;
+
+    /// Whether `channel` has local subscribers now.
+    fn has_channel(&self, channel: &str) -> Result<bool, Gone>;
+}

@@ -1,0 +1,686 @@
+//! [`Broker`]: the registry of channels, publish and subscribe.
+//!
+//! The broker holds a [`DashMap`] from channel name to that channel's broadcaster. A
+//! broadcaster is one ring of the channel's latest encoded events plus a wake-up slot per
+//! subscriber; a subscriber is just a position in the ring. So one publish costs one encoding,
+//! one push and one wake-up per waiting subscriber, whatever the number of subscribers, and a
+//! subscriber costs a few words, not a queue.
+//!
+//! # Ids and ordering
+//!
+//! Every published event gets a sequence number from one counter per broker, so "newer than"
+//! means the same thing on every channel. The id a client sees is the publisher's
+//! ([`Event::id`]) or, without one, the sequence number in decimal. A stream over several
+//! channels delivers their events in sequence order, and never delivers an event before all
+//! older events of its channels: so the last id a client saw is a clean point to resume from.
+//!
+//! # Slow subscribers
+//!
+//! Each channel keeps its last `max(buffer, history)` events ([`BrokerBuilder::buffer`], default
+//! 256; [`BrokerBuilder::history`], default 0). A subscriber that falls further behind than that
+//! never holds up the publisher or anyone else: the events it missed are simply gone from the
+//! ring. What happens to it is the [`LagPolicy`]: by default it is disconnected (its stream ends
+//! after a `: lagged` comment, and an `EventSource` reconnects with `Last-Event-ID`); with
+//! [`LagPolicy::Skip`] it jumps to the oldest event still kept and goes on.
+//!
+//! # Memory
+//!
+//! A channel's entry exists while it has subscribers, or while it keeps history (then the
+//! [history limit](BrokerBuilder::history_channels) bounds how many idle channels stay). With
+//! history off, the entry goes when its last subscriber leaves, so a churn of channel names
+//! can't grow memory.
+//!
+//! # Shutdown
+//!
+//! [`Broker::close`] refuses further publishes and ends every stream once it has delivered the
+//! events already published.
+
+//! # Layout
+//!
+//! [`BrokerBuilder`] (`builder.rs`) holds the settings; each channel is a ring (`ring.rs`);
+//! a [`Subscription`] (`subscription.rs`) is a cursor per channel; `resume.rs` reads ids and
+//! `Last-Event-ID`. Where events travel beyond this process is the backend's business
+//! (`src/backend/`), behind a seam this module does not look past.
+
+use std::{
+    fmt,
+    sync::{Arc, Weak},
+    task::Waker,
+};
+
+use dashmap::DashMap;
+
+pub(crate) use self::subscription::Delivery;
+pub use self::{
+    builder::{BrokerBuilder, LagPolicy},
+    resume::Resume,
+    subscription::Subscription,
+};
+use self::{
+    resume::{parse_seq, resolve, Skip},
+    ring::{wake_all, Entry, Ring},
+    subscription::Cursor,
+};
+pub use crate::error::{PublishError, SubscribeError};
+use crate::{
+    backend::{Backend, Gone, Inbound, Message},
+    channel::{ChannelRules, Channels},
+    event::Event,
+    metrics::Metrics,
+    sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering},
+};
+
+mod builder;
+#[cfg(all(test, tower_sse_loom))]
+mod model;
+mod resume;
+mod ring;
+mod subscription;
+#[cfg(all(test, not(tower_sse_loom)))]
+mod tests;
+
+/// The channel registry: publish events to channels, subscribe streams to them.
+///
+/// Cheap to clone (an `Arc`); every clone is the same broker. See the [module
+/// docs](crate::broker) for ordering, slow subscribers and memory.
+///
+/// ```
+/// use tower_sse::{Broker, Event};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = Broker::new();
+/// let channels = broker.channel_rules().parse_query(Some("channel=news")).unwrap();
+/// let mut subscription = broker.subscribe(&channels).await?;
+///
+/// let id = broker.publish("news", Event::default().data("hi")).await?;
+/// assert_eq!(id, "1");
+/// assert_eq!(subscription.recv().await.unwrap(), "data: hi\nid: 1\n\n");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channels: DashMap<Arc<str>, Arc<Ring>>,
+    /// The last order number given out. Held while an event is put in its ring, so events
+    /// enter the rings in order.
+    sequencer: Mutex<u64>,
+    /// Every event up to this order number is in its ring. Readers take only those, which
+    /// keeps streams over several channels in order.
+    watermark: AtomicU64,
+    /// Open subscriptions, for [`BrokerBuilder::max_subscribers`].
+    subscribers: AtomicUsize,
+    /// The order number of the last event delivered before the backend last lost its data
+    /// (0: never). See [`Inbound::data_lost`].
+    data_lost_at: AtomicU64,
+    closed: AtomicBool,
+    /// How many entries each ring keeps.
+    capacity: usize,
+    metrics: Metrics,
+    config: BrokerBuilder,
+    /// Where events travel; `None`: in this process only.
+    backend: Option<Arc<dyn Backend>>,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Broker::new()
+    }
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("channels", &self.inner.channels.len())
+            .field("closed", &self.is_closed())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Inner {
+    /// Whether channels stay after their last subscriber, for their history.
+    fn keeps_idle_channels(&self) -> bool {
+        self.backend.is_none() && self.config.history > 0
+    }
+
+    /// Sets the channels gauge; called when an entry was added or removed, never per event or
+    /// stream otherwise, since counting takes every shard's lock (so never with an entry held).
+    fn count_channels(&self) {
+        self.metrics.channels.set(self.channels.len() as f64);
+    }
+
+    /// The last subscriber of `name` left: remove the channel, unless it keeps history.
+    fn channel_left(&self, name: &Arc<str>) {
+        if self.keeps_idle_channels() {
+            return;
+        }
+        // Checked again under the shard lock: a subscriber may have come meanwhile.
+        let removed = self
+            .channels
+            .remove_if(name, |_, ring| ring.subscriber_count() == 0);
+        if removed.is_some() {
+            self.count_channels();
+            if let Some(backend) = &self.backend {
+                backend.release(name.clone());
+            }
+        }
+    }
+
+    /// Puts `entry` in its channel's ring and advances the watermark. The caller holds the
+    /// sequencer, so entries arrive in order; it wakes the returned wakers after releasing it.
+    fn deliver(&self, name: &str, entry: Entry) -> Vec<Waker> {
+        let seq = entry.seq;
+        if self.keeps_idle_channels() {
+            let new = !self.channels.contains_key(name);
+            if new {
+                self.evict_idle_history();
+            }
+            let wakers = self
+                .channels
+                .entry(Arc::from(name))
+                .or_insert_with(|| Arc::new(Ring::new(name, self.capacity, seq - 1)))
+                .push(entry, &self.watermark);
+            if new {
+                self.count_channels();
+            }
+            wakers
+        } else {
+            match self.channels.get(name) {
+                Some(ring) => ring.push(entry, &self.watermark),
+                None => {
+                    // Under the shard's read lock, so a subscriber creating this channel next
+                    // sees this event as older than the channel.
+                    self.watermark.fetch_max(seq, Ordering::Release);
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// Keeps idle channels with history under the configured count.
+    fn evict_idle_history(&self) {
+        if self.channels.len() < self.config.history_channels {
+            return;
+        }
+        let idle = self
+            .channels
+            .iter()
+            .filter(|c| c.subscriber_count() == 0)
+            .count();
+        if idle >= self.config.history_channels {
+            self.channels.retain(|_, ring| ring.subscriber_count() > 0);
+        }
+    }
+}
+
+impl Broker {
+    /// An in-process broker with the default settings (buffer 256, no history, disconnect
+    /// laggards).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// ```
+    pub fn new() -> Broker {
+        Broker::builder().build()
+    }
+
+    /// A builder to change the settings.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::builder().buffer(64).build();
+    /// ```
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    fn from_builder(config: BrokerBuilder, backend: Option<Arc<dyn Backend>>) -> Broker {
+        // The ring keeps the history (in process) and takes a whole backfill after a backend
+        // reconnect (up to the history, what the backend keeps): a subscriber may fall behind
+        // by that much before it lags.
+        let capacity = config.buffer.max(config.history);
+        Broker {
+            inner: Arc::new(Inner {
+                channels: DashMap::new(),
+                sequencer: Mutex::new(0),
+                watermark: AtomicU64::new(0),
+                subscribers: AtomicUsize::new(0),
+                data_lost_at: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
+                capacity,
+                metrics: Metrics::new(),
+                config,
+                backend,
+            }),
+        }
+    }
+
+    /// The handle a backend feeds remote events through.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn inbound(&self) -> Handle {
+        Handle(Arc::downgrade(&self.inner))
+    }
+
+    /// The channel rules this broker checks names against.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert!(broker.channel_rules().check_name("news").is_ok());
+    /// ```
+    pub fn channel_rules(&self) -> &ChannelRules {
+        &self.inner.config.rules
+    }
+
+    /// Publishes `event` to `channel` and returns the event's id: the publisher's, or the
+    /// sequence number assigned.
+    ///
+    /// The event is encoded once, here; every subscriber gets the same bytes. Publishing to a
+    /// channel nobody listens to (and without history) delivers nothing and still succeeds, as
+    /// with flask-sse.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Event`] for an invalid event, [`PublishError::Channel`] for an invalid
+    /// channel name, [`PublishError::Closed`] after [`Broker::close`],
+    /// [`PublishError::Backend`] when the backend can't take it. On error nothing is
+    /// published.
+    ///
+    /// ```
+    /// # use tower_sse::{Broker, Event, PublishError, EventError};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broker = Broker::new();
+    /// assert_eq!(broker.publish("sse", Event::default().id("a")).await.unwrap(), "a");
+    /// assert_eq!(broker.publish("sse", Event::default()).await.unwrap(), "2");
+    /// assert!(matches!(
+    ///     broker.publish("sse", Event::default().id("\n")).await,
+    ///     Err(PublishError::Event(EventError::Id))
+    /// ));
+    /// # }
+    /// ```
+    pub async fn publish(&self, channel: &str, event: Event) -> Result<String, PublishError> {
+        let published = match &self.inner.backend {
+            None => self.publish_local(channel, &event),
+            Some(backend) => match self.check(channel, &event) {
+                Ok(()) => backend
+                    .publish(channel, &event)
+                    .await
+                    .map_err(PublishError::Backend),
+                Err(err) => Err(err),
+            },
+        };
+        match &published {
+            Ok(_) => self.inner.metrics.published.increment(1),
+            Err(err) => {
+                tracing::debug!(channel, %err, "publish refused");
+                crate::metrics::publish_error(err.reason());
+            }
+        }
+        published
+    }
+
+    fn check(&self, channel: &str, event: &Event) -> Result<(), PublishError> {
+        self.inner.config.rules.check_name(channel)?;
+        event.validate()?;
+        if self.is_closed() {
+            return Err(PublishError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Publishes in this process.
+    fn publish_local(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
+        self.check(channel, event)?;
+        let inner = &*self.inner;
+        let wakers;
+        let id;
+        {
+            let mut last = lock(&inner.sequencer);
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(PublishError::Closed);
+            }
+            let seq = *last + 1;
+            let entry = match event.get_id() {
+                Some(given) => {
+                    id = given.to_owned();
+                    Entry {
+                        seq,
+                        origin: seq,
+                        bytes: event.encode(Some(given)),
+                        id: Some(given.into()),
+                    }
+                }
+                None => {
+                    id = seq.to_string();
+                    Entry {
+                        seq,
+                        origin: seq,
+                        bytes: event.encode(Some(&id)),
+                        id: None,
+                    }
+                }
+            };
+            wakers = inner.deliver(channel, entry);
+            *last = seq;
+        }
+        wake_all(wakers);
+        Ok(id)
+    }
+
+    /// Subscribes to `channels`, starting with the next event published.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Closed`] after [`Broker::close`],
+    /// [`SubscribeError::TooManySubscribers`] past a subscriber limit,
+    /// [`SubscribeError::Backend`] when the backend can't set the subscription up.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let broker = tower_sse::Broker::new();
+    /// let channels = broker.channel_rules().parse_query(Some("channel=a,b")).unwrap();
+    /// let subscription = broker.subscribe(&channels).await.unwrap();
+    /// assert_eq!(broker.subscriber_count("a"), 1);
+    /// drop(subscription);
+    /// assert_eq!(broker.subscriber_count("a"), 0);
+    /// # }
+    /// ```
+    pub async fn subscribe(&self, channels: &Channels) -> Result<Subscription, SubscribeError> {
+        self.subscribe_after(channels, None).await
+    }
+
+    /// Subscribes to `channels`, first replaying the kept events newer than `last_event_id`
+    /// (what a reconnecting `EventSource` sends in `Last-Event-ID`), then live events: no
+    /// event is missed or sent twice between the two, on one channel or several.
+    ///
+    /// How the id is read, and what [`Subscription::resume`] then says:
+    ///
+    /// - a sequence number as the broker writes them (decimal, no sign, no leading zero) no
+    ///   greater than the last one: the events after it ([`Resume::Complete`], or
+    ///   [`Resume::Gap`] if some channel has already dropped events newer than it). So an id
+    ///   older than the history replays everything kept and reports the gap, as Mercure does;
+    /// - otherwise, a publisher's id ([`Event::id`]) of an event still kept on one of the
+    ///   channels: the events after that event (again complete or gap). Publisher ids that
+    ///   look like sequence numbers are read as sequence numbers, so give non-numeric ids;
+    /// - otherwise ([`Resume::Unknown`]: a foreign id, an id from before a restart): live
+    ///   events only.
+    ///
+    /// Events are kept by the [history](BrokerBuilder::history), and while a channel has
+    /// subscribers, by its [buffer](BrokerBuilder::buffer).
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::subscribe`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tower_sse::{broker::Resume, Broker, Event};
+    ///
+    /// let broker = Broker::builder().history(100).build();
+    /// for data in ["a", "b", "c"] {
+    ///     broker.publish("sse", Event::default().data(data)).await.unwrap();
+    /// }
+    /// let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// let mut subscription = broker.resume(&channels, "1").await.unwrap();
+    /// assert_eq!(subscription.resume(), Resume::Complete);
+    /// assert_eq!(subscription.recv().await.unwrap(), "data: b\nid: 2\n\ndata: c\nid: 3\n\n");
+    /// # }
+    /// ```
+    pub async fn resume(
+        &self,
+        channels: &Channels,
+        last_event_id: &str,
+    ) -> Result<Subscription, SubscribeError> {
+        self.subscribe_after(channels, Some(last_event_id)).await
+    }
+
+    async fn subscribe_after(
+        &self,
+        channels: &Channels,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, SubscribeError> {
+        let subscribed = match &self.inner.backend {
+            None => self.subscribe_local(channels, last_event_id),
+            Some(backend) => {
+                self.subscribe_remote(&**backend, channels, last_event_id)
+                    .await
+            }
+        };
+        match &subscribed {
+            Ok(_) => tracing::debug!(channels = ?channels.names(), "subscribed"),
+            Err(err) => {
+                tracing::debug!(channels = ?channels.names(), %err, "subscription refused");
+                crate::metrics::subscribe_error(err.reason());
+            }
+        }
+        subscribed
+    }
+
+    /// Subscribes through the backend: registered here first, then subscribed in the
+    /// backend, so a release of the same channel queued before us sees our subscriber and
+    /// keeps the subscription.
+    async fn subscribe_remote(
+        &self,
+        backend: &dyn Backend,
+        channels: &Channels,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, SubscribeError> {
+        let mut subscription = self.subscribe_local(channels, None)?;
+        backend
+            .ensure(channels.names())
+            .await
+            .map_err(SubscribeError::Backend)?;
+        if let Some(id) = last_event_id {
+            // Read before the replay: a data loss noticed from now on may have happened
+            // before the replay was read, so don't skip what follows it (a duplicate at
+            // worst, never a lost event).
+            let after = *lock(&self.inner.sequencer);
+            let replay = backend
+                .replay(channels.names(), id, parse_seq(id))
+                .await
+                .map_err(SubscribeError::Backend)?;
+            subscription.resume = match replay.after {
+                None => Resume::Unknown,
+                Some(_) => Resume::from_complete(replay.complete),
+            };
+            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+            subscription.skip = Some(Skip {
+                until: replay.snapshot,
+                after,
+            });
+            subscription.replay = replay.events.into();
+        }
+        Ok(subscription)
+    }
+
+    fn subscribe_local(
+        &self,
+        channels: &Channels,
+        last_event_id: Option<&str>,
+    ) -> Result<Subscription, SubscribeError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(SubscribeError::Closed);
+        }
+        let config = &inner.config;
+        // Counted before anything else, and given back by the subscription's drop, also when
+        // it fails halfway below.
+        let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
+        inner.metrics.subscribers.increment(1.0);
+        let mut subscription = Subscription::new(self.clone(), channels.len());
+        if total >= config.max_subscribers {
+            return Err(SubscribeError::TooManySubscribers {
+                channel: None,
+                limit: config.max_subscribers,
+            });
+        }
+        for name in channels.names() {
+            // The entry guard holds the shard lock while the slot is taken, so the channel
+            // can't be removed in between (removal takes the same lock). For the same reason
+            // a new channel's floor is exact: a publish that found no channel has already
+            // moved the watermark.
+            let mut created = false;
+            let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
+                created = true;
+                Arc::new(Ring::new(
+                    name,
+                    inner.capacity,
+                    inner.watermark.load(Ordering::Acquire),
+                ))
+            });
+            let ring = entry.value().clone();
+            let taken = ring.join(config.max_subscribers_per_channel);
+            drop(entry);
+            if created {
+                inner.count_channels();
+            }
+            let Some((slot, pos)) = taken else {
+                return Err(SubscribeError::TooManySubscribers {
+                    channel: Some(name.clone()),
+                    limit: config.max_subscribers_per_channel,
+                });
+            };
+            subscription.cursors.push(Cursor {
+                name: name.clone(),
+                ring,
+                pos,
+                slot,
+            });
+        }
+        if let Some(id) = last_event_id {
+            let rings = subscription.cursors.iter().map(|c| &*c.ring);
+            let (resume, after) = resolve(rings, id, inner.watermark.load(Ordering::Acquire));
+            if let Some(after) = after {
+                // Only ever moves back inside the ring, so the events published since the
+                // slots were taken are still ahead of the cursor.
+                for cursor in &mut subscription.cursors {
+                    cursor.pos = cursor.ring.position_after(after);
+                }
+            }
+            tracing::debug!(last_event_id = id, ?resume, "resume");
+            subscription.resume = resume;
+        }
+        Ok(subscription)
+    }
+
+    /// Ends every stream, once it has delivered the events already published, and refuses
+    /// new publishes and subscriptions. Call it on graceful shutdown.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let broker = tower_sse::Broker::new();
+    /// let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// let mut subscription = broker.subscribe(&channels).await.unwrap();
+    /// broker.close();
+    /// assert!(subscription.recv().await.is_none());
+    /// # }
+    /// ```
+    pub fn close(&self) {
+        let inner = &*self.inner;
+        {
+            // Under the sequencer, so no publish is half done.
+            let _last = lock(&inner.sequencer);
+            inner.closed.store(true, Ordering::Release);
+        }
+        for ring in inner.channels.iter() {
+            wake_all(ring.take_wakers());
+        }
+    }
+
+    /// Whether [`Broker::close`] was called.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert!(!broker.is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// How many subscribers `channel` has now.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert_eq!(broker.subscriber_count("sse"), 0);
+    /// ```
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.inner
+            .channels
+            .get(channel)
+            .map_or(0, |ring| ring.subscriber_count())
+    }
+
+    /// How many subscriptions are open now, over all channels (a stream on several channels
+    /// counts once).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert_eq!(broker.total_subscribers(), 0);
+    /// ```
+    pub fn total_subscribers(&self) -> usize {
+        self.inner.subscribers.load(Ordering::Acquire)
+    }
+
+    /// How many channels have an entry now (subscribers or history).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert_eq!(broker.channel_count(), 0);
+    /// ```
+    pub fn channel_count(&self) -> usize {
+        self.inner.channels.len()
+    }
+}
+
+/// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds.
+struct Handle(Weak<Inner>);
+
+impl Handle {
+    fn inner(&self) -> Result<Arc<Inner>, Gone> {
+        self.0.upgrade().ok_or(Gone)
+    }
+}
+
+impl Inbound for Handle {
+    /// Delivers with the next local order number: the backend's sequence numbers may start
+    /// again lower after it lost its data, and the watermark must still order streams over
+    /// several channels.
+    fn deliver(&self, channel: &str, message: Message) -> Result<(), Gone> {
+        let inner = self.inner()?;
+        let wakers = {
+            let mut last = lock(&inner.sequencer);
+            *last += 1;
+            let entry = Entry {
+                seq: *last,
+                origin: message.seq,
+                id: message.id,
+                bytes: message.bytes,
+            };
+            inner.deliver(channel, entry)
+        };
+        wake_all(wakers);
+        Ok(())
+    }
+
+    /// The events delivered from now on may reuse sequence numbers that resumed streams
+    /// already had in their replay, so those streams must not skip them.
+    fn data_lost(&self) -> Result<(), Gone> {
+        let inner = self.inner()?;
+        // An order number of its own, so it is after every replay read before it.
+        let mut last = lock(&inner.sequencer);
+        *last += 1;
+        inner.data_lost_at.store(*last, Ordering::Release);
+        Ok(())
+    }
+
+    fn has_channel(&self, channel: &str) -> Result<bool, Gone> {
+        Ok(self.inner()?.channels.contains_key(channel))
+    }
+}

@@ -1,0 +1,91 @@
+//! Ids, [`Resume`], and how a `Last-Event-ID` is resolved to a point in the rings.
+//!
+//! An id is the publisher's ([`Event::id`](crate::Event::id)) or, without one, the event's
+//! sequence number in decimal (no sign, no leading zero). A reconnecting client's
+//! `Last-Event-ID` is read as a sequence number when it is spelled like one, else looked up
+//! among the kept events' publisher ids.
+
+use super::ring::{Entry, Ring};
+
+/// How a subscription's `Last-Event-ID` was taken; see [`Broker::resume`](crate::Broker::resume).
+///
+/// ```
+/// # use tower_sse::{broker::Resume, Broker};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let broker = Broker::new();
+/// let channels = broker.channel_rules().parse_query(None).unwrap();
+/// let subscription = broker.resume(&channels, "no-such-id").await.unwrap();
+/// assert_eq!(subscription.resume(), Resume::Unknown);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resume {
+    /// No `Last-Event-ID`: live events only.
+    Live,
+    /// Every event after the id is replayed, then live events.
+    Complete,
+    /// The events after the id are replayed as far as they are kept, but some are gone (the
+    /// id is older than the history): the client should reload its state.
+    Gap,
+    /// The id is not one this broker knows: live events only.
+    Unknown,
+}
+
+impl Resume {
+    pub(crate) fn from_complete(complete: bool) -> Resume {
+        if complete {
+            Resume::Complete
+        } else {
+            Resume::Gap
+        }
+    }
+}
+
+/// A sequence number written as the broker writes them: decimal digits, no sign, no leading
+/// zero. Other spellings are other ids.
+pub(crate) fn parse_seq(id: &str) -> Option<u64> {
+    if id.starts_with(['+', '0']) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// Resolves `id` against the rings of a subscription's channels: the order number to resume
+/// after (`None`: unknown), and whether the rings hold every event after it. `watermark` is
+/// the newest order number given out.
+pub(crate) fn resolve<'a>(
+    rings: impl Iterator<Item = &'a Ring> + Clone,
+    id: &str,
+    watermark: u64,
+) -> (Resume, Option<u64>) {
+    let after = match parse_seq(id) {
+        Some(n) if n <= watermark => Some(n),
+        Some(_) => None,
+        None => rings.clone().find_map(|ring| ring.find_id(id)),
+    };
+    let Some(after) = after else {
+        return (Resume::Unknown, None);
+    };
+    let complete = rings.into_iter().all(|ring| ring.holds_all_after(after));
+    (Resume::from_complete(complete), Some(after))
+}
+
+/// Ring entries up to a backend sequence number were in a resumed stream's replay: they are
+/// skipped, unless the backend lost its data after the stream started (then the numbers were
+/// given out again, to new events).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Skip {
+    /// The backend's sequence number the replay went up to.
+    pub(crate) until: u64,
+    /// The local order number when the replay was read.
+    pub(crate) after: u64,
+}
+
+impl Skip {
+    /// Whether `entry` was in the replay, given the order number of the last data loss.
+    pub(crate) fn skips(&self, entry: &Entry, data_lost_at: u64) -> bool {
+        entry.origin <= self.until && !(data_lost_at > self.after && entry.seq > data_lost_at)
+    }
+}

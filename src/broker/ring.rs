@@ -1,0 +1,256 @@
+//! One channel's ring of encoded events, and the wake-up slots of its subscribers.
+//!
+//! A subscriber is a position in the ring (a [`Cursor`](super::subscription) of its own), not
+//! a queue: a publish pushes one shared [`Entry`] and wakes only the subscribers that wait.
+//!
+//! # The lock and wake protocol
+//!
+//! Each ring has one mutex over its events and wakers. A publisher pushes its entry, raises
+//! the broker's watermark (the highest order number every ring holds up to) and takes the
+//! wakers, all under the ring's lock, then wakes them after releasing it. A reader, under the
+//! same lock, takes what is there up to the watermark it read first, and leaves its waker only
+//! when it found nothing. So a publish either happens before the reader looks (and the reader
+//! sees the entry) or after it left its waker (and the publisher wakes it): no wake-up is lost.
+//! An entry above the watermark the reader read means a publish in flight on another ring; the
+//! reader polls again instead of waiting, since that publisher may have taken the wakers
+//! already. `src/broker/model.rs` checks this protocol under loom.
+
+use std::{collections::VecDeque, sync::Arc, task::Waker};
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+
+/// One published event, encoded once and shared by every subscriber.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// This broker's order number: events enter the rings in this order, and the watermark
+    /// and floors count it.
+    pub(crate) seq: u64,
+    /// The sequence number the id comes from: `seq` in process, the backend's for events
+    /// that came through a backend.
+    pub(crate) origin: u64,
+    /// The publisher's id; `None` when the id is `origin`.
+    pub(crate) id: Option<Box<str>>,
+    pub(crate) bytes: Bytes,
+}
+
+/// One channel: its ring and its subscribers' wake-up slots.
+pub(crate) struct Ring {
+    state: Mutex<State>,
+    /// [`crate::metrics::CHANNEL_SUBSCRIBERS`] for this channel.
+    subscribers: ::metrics::Gauge,
+}
+
+struct State {
+    entries: VecDeque<Arc<Entry>>,
+    /// How many entries the ring keeps.
+    capacity: usize,
+    /// Ring position of `entries[0]`; positions count every event the channel ever had.
+    head: u64,
+    /// One slot per subscriber: the waker to call on the next publish.
+    wakers: Slab<Option<Waker>>,
+    /// The slots that hold a waker, so a publish wakes the waiting subscribers without
+    /// scanning the others. May name a slot twice or a freed one: taking is idempotent.
+    waiting: Vec<usize>,
+    /// Events of this channel with an order number up to this one may be gone (dropped from
+    /// the ring, or published before the channel existed); all later ones are in the ring.
+    floor: u64,
+}
+
+/// What one [`Ring::read`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Entries were taken.
+    Taken,
+    /// Nothing new; the waker was left in the slot.
+    Waiting,
+    /// An entry above the watermark: a publish is in flight, read again.
+    Again,
+    /// The cursor fell this many events behind the ring's start.
+    Lagged(u64),
+}
+
+impl Ring {
+    /// An empty ring keeping `capacity` entries; events up to order number `floor` are older
+    /// than the channel.
+    pub(crate) fn new(name: &str, capacity: usize, floor: u64) -> Ring {
+        Ring {
+            subscribers: crate::metrics::channel_subscribers(name),
+            state: Mutex::new(State {
+                entries: VecDeque::with_capacity(capacity.min(64)),
+                capacity,
+                head: 0,
+                wakers: Slab::new(),
+                waiting: Vec::new(),
+                floor,
+            }),
+        }
+    }
+
+    /// Pushes `entry` (dropping the oldest when full), raises `watermark` to it and returns
+    /// the wakers to wake once the caller has released its own locks.
+    pub(crate) fn push(&self, entry: Entry, watermark: &AtomicU64) -> Vec<Waker> {
+        let mut state = lock(&self.state);
+        if state.entries.len() == state.capacity {
+            if let Some(dropped) = state.entries.pop_front() {
+                state.floor = dropped.seq;
+            }
+            state.head += 1;
+        }
+        let seq = entry.seq;
+        state.entries.push_back(Arc::new(entry));
+        // Under the ring's lock: a reader that sees this entry also sees the watermark.
+        watermark.fetch_max(seq, Ordering::Release);
+        state.take_wakers()
+    }
+
+    /// Takes every waiting subscriber's waker (on close).
+    pub(crate) fn take_wakers(&self) -> Vec<Waker> {
+        lock(&self.state).take_wakers()
+    }
+
+    /// Takes a wake-up slot for a new subscriber, unless the ring has `max` already; returns
+    /// the slot and the position of the next event.
+    pub(crate) fn join(&self, max: usize) -> Option<(usize, u64)> {
+        let taken = {
+            let mut state = lock(&self.state);
+            (state.wakers.len() < max).then(|| {
+                let pos = state.head + state.entries.len() as u64;
+                (state.wakers.insert(None), pos)
+            })
+        };
+        if taken.is_some() {
+            self.subscribers.increment(1.0);
+        }
+        taken
+    }
+
+    /// Frees a subscriber's slot; returns whether the ring has no subscriber left.
+    pub(crate) fn leave(&self, slot: usize) -> bool {
+        let mut state = lock(&self.state);
+        let State {
+            wakers, waiting, ..
+        } = &mut *state;
+        wakers.remove(slot);
+        self.subscribers.decrement(1.0);
+        // Without publishes, churn would leave stale slots in `waiting`: compact.
+        if waiting.len() > 2 * wakers.len() + 64 {
+            waiting.retain(|slot| wakers.get(*slot).is_some_and(Option::is_some));
+            waiting.sort_unstable();
+            waiting.dedup();
+        }
+        wakers.is_empty()
+    }
+
+    /// How many subscribers the ring has.
+    pub(crate) fn subscriber_count(&self) -> usize {
+        lock(&self.state).wakers.len()
+    }
+
+    /// Whether every event of this channel after order number `after` is still in the ring.
+    pub(crate) fn holds_all_after(&self, after: u64) -> bool {
+        lock(&self.state).floor <= after
+    }
+
+    /// The order number of the newest kept entry with the publisher's id `id`.
+    pub(crate) fn find_id(&self, id: &str) -> Option<u64> {
+        let state = lock(&self.state);
+        let entry = state
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.id.as_deref() == Some(id))?;
+        Some(entry.seq)
+    }
+
+    /// The position of the first kept entry after order number `after`.
+    pub(crate) fn position_after(&self, after: u64) -> u64 {
+        let state = lock(&self.state);
+        let kept = state.entries.partition_point(|e| e.seq <= after);
+        state.head + kept as u64
+    }
+
+    /// Moves a position that fell behind the ring's start up to it.
+    pub(crate) fn clamp(&self, pos: u64) -> u64 {
+        pos.max(lock(&self.state).head)
+    }
+
+    /// Reads from position `*pos`: pushes `(index, entry)` to `out` for the entries up to
+    /// `watermark` and `max_bytes` (at least one), moving `*pos` past those `skip` says were
+    /// sent already. With nothing to take, leaves `waker` in `slot`.
+    #[allow(clippy::too_many_arguments)] // one call site, in the subscription's poll
+    pub(crate) fn read(
+        &self,
+        pos: &mut u64,
+        slot: usize,
+        watermark: u64,
+        max_bytes: usize,
+        skip: impl Fn(&Entry) -> bool,
+        (index, out): (usize, &mut Vec<(usize, Arc<Entry>)>),
+        waker: &Waker,
+    ) -> Read {
+        let mut state = lock(&self.state);
+        if *pos < state.head {
+            return Read::Lagged(state.head - *pos);
+        }
+        let start = (*pos - state.head) as usize;
+        let mut bytes = 0;
+        let before = out.len();
+        let mut again = false;
+        for entry in state.entries.range(start..) {
+            if skip(entry) {
+                // Sent already (in a replay); these come first in the ring.
+                *pos += 1;
+                continue;
+            }
+            if entry.seq > watermark {
+                // Published after the watermark was read: its publisher may have taken the
+                // wakers already, so read again rather than wait.
+                again = true;
+                break;
+            }
+            if bytes >= max_bytes {
+                break;
+            }
+            bytes += entry.bytes.len();
+            out.push((index, entry.clone()));
+        }
+        if out.len() > before {
+            return Read::Taken;
+        }
+        if again {
+            return Read::Again;
+        }
+        let state = &mut *state;
+        match &mut state.wakers[slot] {
+            Some(old) if old.will_wake(waker) => {}
+            Some(old) => old.clone_from(waker),
+            empty @ None => {
+                *empty = Some(waker.clone());
+                state.waiting.push(slot);
+            }
+        }
+        Read::Waiting
+    }
+}
+
+impl State {
+    fn take_wakers(&mut self) -> Vec<Waker> {
+        let State {
+            wakers, waiting, ..
+        } = self;
+        waiting
+            .drain(..)
+            .filter_map(|slot| wakers.get_mut(slot)?.take())
+            .collect()
+    }
+}
+
+/// Wakes what [`Ring::push`] or [`Ring::take_wakers`] returned.
+pub(crate) fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
+    }
+}

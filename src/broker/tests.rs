@@ -1,0 +1,278 @@
+//! The broker's unit tests, at poll level (tokio-test).
+
+use std::task::Poll;
+
+use super::*;
+use crate::error::{PublishError, SubscribeError};
+use tokio_test::{assert_pending, assert_ready, task};
+
+fn channels(broker: &Broker, q: &str) -> Channels {
+    broker.channel_rules().parse_query(Some(q)).unwrap()
+}
+
+// The in-process broker subscribes without waiting.
+impl Broker {
+    fn sub(&self, channels: &Channels) -> Result<Subscription, SubscribeError> {
+        self.subscribe_local(channels, None)
+    }
+
+    fn res(&self, channels: &Channels, id: &str) -> Result<Subscription, SubscribeError> {
+        self.subscribe_local(channels, Some(id))
+    }
+}
+
+fn publish(broker: &Broker, channel: &str, data: &str) -> String {
+    broker
+        .publish_local(channel, &Event::default().data(data))
+        .unwrap()
+}
+
+#[test]
+fn send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Broker>();
+    assert_send_sync::<Subscription>();
+}
+
+#[test]
+fn subscriber_limits_refuse_cleanly_and_free_on_drop() {
+    let broker = Broker::builder()
+        .max_subscribers(3)
+        .max_subscribers_per_channel(2)
+        .build();
+    let a = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let _b = broker.sub(&channels(&broker, "channel=b,a")).unwrap();
+    // `c` is taken first, then `a` is full: `c` must not stay behind.
+    let err = broker.sub(&channels(&broker, "channel=c,a")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "too many subscribers on channel a (limit 2)"
+    );
+    assert_eq!(broker.subscriber_count("c"), 0);
+    assert!(!broker.inner.channels.contains_key("c"));
+    assert_eq!(broker.total_subscribers(), 2);
+    let _c = broker.sub(&channels(&broker, "channel=c")).unwrap();
+    let err = broker.sub(&channels(&broker, "channel=d")).unwrap_err();
+    assert_eq!(err.to_string(), "too many subscribers (limit 3)");
+    assert_eq!(broker.total_subscribers(), 3);
+    drop(a);
+    assert_eq!(broker.total_subscribers(), 2);
+    broker.sub(&channels(&broker, "channel=a")).unwrap();
+}
+
+#[test]
+fn publish_wakes_a_waiting_subscriber() {
+    let broker = Broker::new();
+    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut recv = task::spawn(sub.recv());
+    assert_pending!(recv.poll());
+    publish(&broker, "a", "x");
+    assert!(recv.is_woken());
+    assert_eq!(assert_ready!(recv.poll()).unwrap(), "data: x\nid: 1\n\n");
+}
+
+#[test]
+fn several_channels_in_sequence_order() {
+    let broker = Broker::new();
+    let mut sub = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
+    publish(&broker, "b", "1");
+    publish(&broker, "c", "not mine");
+    publish(&broker, "a", "2");
+    publish(&broker, "b", "3");
+    let bytes = task::spawn(sub.recv()).poll();
+    assert_eq!(
+        assert_ready!(bytes).unwrap(),
+        "data: 1\nid: 1\n\ndata: 2\nid: 3\n\ndata: 3\nid: 4\n\n"
+    );
+}
+
+#[test]
+fn coalescing_stops_at_max_bytes() {
+    let broker = Broker::new();
+    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    for _ in 0..3 {
+        publish(&broker, "a", "0123456789");
+    }
+    let mut t = task::spawn(());
+    let first = t.enter(|cx, _| sub.poll_delivery(cx, 50));
+    match first {
+        Poll::Ready(Some(Delivery::Events(b))) => assert_eq!(b.len(), 2 * 24),
+        other => panic!("{other:?}"),
+    }
+    let second = t.enter(|cx, _| sub.poll_delivery(cx, 50));
+    match second {
+        Poll::Ready(Some(Delivery::Events(b))) => assert_eq!(b, "data: 0123456789\nid: 3\n\n"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn laggard_is_disconnected_without_holding_up_others() {
+    let broker = Broker::builder().buffer(2).build();
+    let mut slow = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut fast = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    for i in 0..5 {
+        publish(&broker, "a", &i.to_string());
+        assert!(assert_ready!(task::spawn(fast.recv()).poll()).is_some());
+    }
+    let mut t = task::spawn(());
+    match t.enter(|cx, _| slow.poll_delivery(cx, 1024)) {
+        Poll::Ready(Some(Delivery::Lagged(3))) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(assert_ready!(t.enter(|cx, _| slow.poll_delivery(cx, 1024))).is_none());
+}
+
+#[test]
+fn laggard_skips_with_skip_policy() {
+    let broker = Broker::builder()
+        .buffer(2)
+        .lag_policy(LagPolicy::Skip)
+        .build();
+    let mut slow = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    for i in 0..5 {
+        publish(&broker, "a", &i.to_string());
+    }
+    // Lagged by 3, then the two kept.
+    assert_eq!(
+        assert_ready!(task::spawn(slow.recv()).poll()).unwrap(),
+        "data: 3\nid: 4\n\ndata: 4\nid: 5\n\n"
+    );
+}
+
+#[test]
+fn last_subscriber_leaving_removes_the_channel() {
+    let broker = Broker::new();
+    let a1 = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
+    let a2 = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    assert_eq!(broker.channel_count(), 2);
+    drop(a1);
+    assert_eq!(broker.channel_count(), 1);
+    assert_eq!(broker.subscriber_count("a"), 1);
+    drop(a2);
+    assert_eq!(broker.channel_count(), 0);
+    // Publishing to nobody creates nothing.
+    publish(&broker, "a", "x");
+    assert_eq!(broker.channel_count(), 0);
+}
+
+fn recv_now(sub: &mut Subscription) -> String {
+    let bytes = assert_ready!(task::spawn(sub.recv()).poll()).unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn resume_replays_kept_events_then_live_without_gap_or_duplicate() {
+    let broker = Broker::builder().history(10).build();
+    for i in 1..=5 {
+        publish(&broker, if i % 2 == 0 { "a" } else { "b" }, &i.to_string());
+    }
+    let mut sub = broker.res(&channels(&broker, "channel=a,b"), "2").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+    publish(&broker, "a", "6");
+    assert_eq!(
+        recv_now(&mut sub),
+        "data: 3\nid: 3\n\ndata: 4\nid: 4\n\ndata: 5\nid: 5\n\ndata: 6\nid: 6\n\n"
+    );
+    // Only channel a: the events of a after 2.
+    let mut sub = broker.res(&channels(&broker, "channel=a"), "2").unwrap();
+    assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 6\nid: 6\n\n");
+}
+
+#[test]
+fn resume_after_a_publisher_id() {
+    let broker = Broker::builder().history(10).build();
+    publish(&broker, "a", "1");
+    broker
+        .publish_local("a", &Event::default().id("x").data("2"))
+        .unwrap();
+    publish(&broker, "a", "3");
+    let mut sub = broker.res(&channels(&broker, "channel=a"), "x").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+    assert_eq!(recv_now(&mut sub), "data: 3\nid: 3\n\n");
+}
+
+#[test]
+fn resume_from_an_id_older_than_history_replays_all_kept_and_says_gap() {
+    let broker = Broker::builder().buffer(1).history(2).build();
+    for i in 1..=5 {
+        publish(&broker, "a", &i.to_string());
+    }
+    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    assert_eq!(sub.resume(), Resume::Gap);
+    assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
+    // The last kept event's predecessor is still complete.
+    let sub = broker.res(&channels(&broker, "channel=a"), "3").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+}
+
+#[test]
+fn resume_from_unknown_ids_is_live_only() {
+    let broker = Broker::builder().history(10).build();
+    publish(&broker, "a", "1");
+    for id in ["zzz", "99", "01", "+1", ""] {
+        let mut sub = broker.res(&channels(&broker, "channel=a"), id).unwrap();
+        assert_eq!(sub.resume(), Resume::Unknown, "{id:?}");
+        assert_pending!(task::spawn(sub.recv()).poll());
+    }
+}
+
+#[test]
+fn resume_on_a_channel_that_did_not_exist_is_a_gap() {
+    // Without history the channel is gone when its subscriber leaves.
+    let broker = Broker::new();
+    let sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    publish(&broker, "a", "1");
+    drop(sub);
+    publish(&broker, "a", "2");
+    let sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    assert_eq!(sub.resume(), Resume::Gap);
+}
+
+#[test]
+fn idle_history_channels_are_bounded() {
+    let broker = Broker::builder().history(4).history_channels(10).build();
+    for i in 0..1000 {
+        publish(&broker, &format!("c{i}"), "x");
+    }
+    assert!(broker.channel_count() <= 10, "{}", broker.channel_count());
+}
+
+#[test]
+fn close_delivers_what_was_published_then_ends() {
+    let broker = Broker::new();
+    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut waiting = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut wait = task::spawn(async {
+        let mut n = 0;
+        while waiting.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    assert_pending!(wait.poll());
+    publish(&broker, "a", "last");
+    broker.close();
+    assert!(matches!(
+        broker.publish_local("a", &Event::default()),
+        Err(PublishError::Closed)
+    ));
+    assert_eq!(assert_ready!(wait.poll()), 1);
+    assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_some());
+    assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_none());
+    assert!(broker.sub(&channels(&broker, "channel=a")).is_err());
+}
+
+#[test]
+fn invalid_input_publishes_nothing() {
+    let broker = Broker::new();
+    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    assert!(broker
+        .publish_local("a", &Event::default().event("x\ny"))
+        .is_err());
+    assert!(broker.publish_local("", &Event::default()).is_err());
+    assert!(broker.publish_local("a b", &Event::default()).is_err());
+    assert_pending!(task::spawn(sub.recv()).poll());
+    // And the failed ones used no id.
+    assert_eq!(publish(&broker, "a", "ok"), "1");
+}

@@ -1,0 +1,310 @@
+//! One error per operation: [`PublishError`], [`SubscribeError`], [`ConnectError`].
+//!
+//! As in tokio's `sync::broadcast::error`, each operation has its own error type, so a caller
+//! matches only what that operation can return: a publish is never refused for too many
+//! subscribers, a subscribe never for a bad event. Each error knows the HTTP status a service
+//! answers it with ([`PublishError::status`], [`SubscribeError::status`]), so every server
+//! built on the crate maps them the same way.
+
+use std::{error::Error as StdError, fmt, sync::Arc};
+
+use http::StatusCode;
+
+use crate::{channel::ChannelError, event::EventError};
+
+/// A boxed error from a backend (Redis unreachable, ...).
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why a publish failed. Nothing was published.
+///
+/// ```
+/// # use tower_sse::{Broker, Event, PublishError};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let broker = Broker::new();
+/// broker.close();
+/// let err = broker.publish("sse", Event::default()).await.unwrap_err();
+/// assert!(matches!(err, PublishError::Closed));
+/// assert_eq!(err.to_string(), "broker is closed");
+/// assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event can't be sent.
+    Event(EventError),
+    /// The channel name breaks the [`ChannelRules`](crate::ChannelRules).
+    Channel(ChannelError),
+    /// [`Broker::close`](crate::Broker::close) was called.
+    Closed,
+    /// The backend could not take the event (Redis unreachable, ...). Worth a retry; a
+    /// service answers it with `503 Service Unavailable`.
+    Backend(Box<dyn StdError + Send + Sync>),
+}
+
+impl PublishError {
+    /// The status a service answers this error with: `400 Bad Request` for bad input (the
+    /// event or the channel name), `503 Service Unavailable` otherwise (closed, backend down:
+    /// worth a retry).
+    ///
+    /// ```
+    /// # use tower_sse::{EventError, PublishError};
+    /// let err = PublishError::Event(EventError::Id);
+    /// assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PublishError::Event(_) | PublishError::Channel(_) => StatusCode::BAD_REQUEST,
+            PublishError::Closed | PublishError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `reason` label of [`PUBLISH_ERRORS`](crate::metrics::PUBLISH_ERRORS).
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            PublishError::Event(_) => "event",
+            PublishError::Channel(_) => "channel",
+            PublishError::Closed => "closed",
+            PublishError::Backend(_) => "backend",
+        }
+    }
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::Event(err) => fmt::Display::fmt(err, f),
+            PublishError::Channel(err) => fmt::Display::fmt(err, f),
+            PublishError::Closed => f.write_str("broker is closed"),
+            PublishError::Backend(err) => write!(f, "backend unavailable: {err}"),
+        }
+    }
+}
+
+impl StdError for PublishError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            PublishError::Event(err) => Some(err),
+            PublishError::Channel(err) => Some(err),
+            PublishError::Closed => None,
+            PublishError::Backend(err) => Some(&**err),
+        }
+    }
+}
+
+impl From<EventError> for PublishError {
+    fn from(err: EventError) -> Self {
+        PublishError::Event(err)
+    }
+}
+
+impl From<ChannelError> for PublishError {
+    fn from(err: ChannelError) -> Self {
+        PublishError::Channel(err)
+    }
+}
+
+/// Why a subscription (or a resume) was refused. Every variant is worth a retry later; a
+/// service answers each with `503 Service Unavailable`.
+///
+/// ```
+/// # use tower_sse::{Broker, SubscribeError};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let broker = Broker::builder().max_subscribers(0).build();
+/// let channels = broker.channel_rules().parse_query(None).unwrap();
+/// let err = broker.subscribe(&channels).await.unwrap_err();
+/// assert!(matches!(err, SubscribeError::TooManySubscribers { channel: None, limit: 0 }));
+/// assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+/// # }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// [`Broker::close`](crate::Broker::close) was called.
+    Closed,
+    /// Subscribing would pass [`BrokerBuilder::max_subscribers`] (no `channel`) or
+    /// [`BrokerBuilder::max_subscribers_per_channel`] on `channel`. A service answers it with
+    /// `Retry-After`.
+    ///
+    /// [`BrokerBuilder::max_subscribers`]: crate::BrokerBuilder::max_subscribers
+    /// [`BrokerBuilder::max_subscribers_per_channel`]: crate::BrokerBuilder::max_subscribers_per_channel
+    TooManySubscribers {
+        /// The full channel, or `None` for the broker's total.
+        channel: Option<Arc<str>>,
+        /// The limit reached.
+        limit: usize,
+    },
+    /// The backend could not set the subscription up (Redis unreachable, ...).
+    Backend(Box<dyn StdError + Send + Sync>),
+}
+
+impl SubscribeError {
+    /// The status a service answers this error with: always `503 Service Unavailable`, since
+    /// a later retry may succeed.
+    ///
+    /// ```
+    /// # use tower_sse::SubscribeError;
+    /// assert_eq!(SubscribeError::Closed.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// The `reason` label of [`SUBSCRIBE_ERRORS`](crate::metrics::SUBSCRIBE_ERRORS).
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            SubscribeError::Closed => "closed",
+            SubscribeError::TooManySubscribers { .. } => "too_many",
+            SubscribeError::Backend(_) => "backend",
+        }
+    }
+}
+
+impl fmt::Display for SubscribeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscribeError::Closed => f.write_str("broker is closed"),
+            SubscribeError::TooManySubscribers {
+                channel: Some(channel),
+                limit,
+            } => write!(
+                f,
+                "too many subscribers on channel {channel} (limit {limit})"
+            ),
+            SubscribeError::TooManySubscribers {
+                channel: None,
+                limit,
+            } => write!(f, "too many subscribers (limit {limit})"),
+            SubscribeError::Backend(err) => write!(f, "backend unavailable: {err}"),
+        }
+    }
+}
+
+impl StdError for SubscribeError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            SubscribeError::Closed | SubscribeError::TooManySubscribers { .. } => None,
+            SubscribeError::Backend(err) => Some(&**err),
+        }
+    }
+}
+
+/// Why a broker could not connect to its backend (feature `redis`): the URL is invalid, or
+/// the server can't be reached. Names the server and its URL, with any password masked.
+///
+/// ```
+/// # use tower_sse::ConnectError;
+/// let err = ConnectError::new("Redis", "redis://:secret@127.0.0.1:1/", "Connection refused".into());
+/// assert_eq!(
+///     err.to_string(),
+///     "can't connect to Redis at redis://:***@127.0.0.1:1/: Connection refused"
+/// );
+/// ```
+#[derive(Debug)]
+pub struct ConnectError {
+    server: &'static str,
+    url: String,
+    source: Box<dyn StdError + Send + Sync>,
+}
+
+impl ConnectError {
+    /// An error connecting to `server` (its product name) at `url`, for `source`. The
+    /// password in `url`, if any, is masked.
+    ///
+    /// ```
+    /// # use tower_sse::ConnectError;
+    /// let err = ConnectError::new("Redis", "redis://u:pw@h/", "timed out".into());
+    /// assert_eq!(err.url(), "redis://u:***@h/");
+    /// ```
+    pub fn new(
+        server: &'static str,
+        url: &str,
+        source: Box<dyn StdError + Send + Sync>,
+    ) -> ConnectError {
+        ConnectError {
+            server,
+            url: mask_password(url),
+            source,
+        }
+    }
+
+    /// The URL, with its password masked.
+    ///
+    /// ```
+    /// # use tower_sse::ConnectError;
+    /// let err = ConnectError::new("Redis", "redis://h/", "timed out".into());
+    /// assert_eq!(err.url(), "redis://h/");
+    /// ```
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "can't connect to {} at {}: {}",
+            self.server, self.url, self.source
+        )
+    }
+}
+
+impl StdError for ConnectError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// `scheme://user:password@host` -> `scheme://user:***@host`; anything else unchanged.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        for (url, masked) in [
+            ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+            ("redis://:pw@h:1/0", "redis://:***@h:1/0"),
+            ("rediss://user:p@ss@h/", "rediss://user:***@h/"),
+            ("redis://user@h/", "redis://user@h/"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(mask_password(url), masked, "{url}");
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            PublishError::Channel(ChannelError::Empty).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            PublishError::Backend("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let full = SubscribeError::TooManySubscribers {
+            channel: None,
+            limit: 1,
+        };
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
