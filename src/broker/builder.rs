@@ -2,8 +2,9 @@
 //!
 //! The defaults are safe to expose to the internet (see the crate's Limits table): every
 //! resource a client can take is bounded, and past a bound the answer is a clean refusal.
+//! `build` and `connect_redis` are with the [`Broker`](crate::Broker) they make.
 
-use crate::{broker::Broker, channel::ChannelRules};
+use crate::channel::ChannelRules;
 
 /// What happens to a subscriber that falls more than the buffer behind.
 ///
@@ -24,7 +25,7 @@ pub enum LagPolicy {
     Skip,
 }
 
-/// Settings of a [`Broker`]; from [`Broker::builder`].
+/// Settings of a [`Broker`](crate::Broker); from [`Broker::builder`](crate::Broker::builder).
 ///
 /// ```
 /// use tower_sse::Broker;
@@ -148,43 +149,5 @@ impl BrokerBuilder {
     pub fn channel_rules(mut self, rules: ChannelRules) -> Self {
         self.rules = rules;
         self
-    }
-
-    /// Builds an in-process broker.
-    ///
-    /// ```
-    /// # use tower_sse::Broker;
-    /// let broker = Broker::builder().build();
-    /// assert_eq!(broker.channel_count(), 0);
-    /// ```
-    pub fn build(self) -> Broker {
-        Broker::from_builder(self, None)
-    }
-
-    /// Builds a broker on Redis (feature `redis`): every broker on the same Redis shares
-    /// channels, ids and history. See the [`redis`](crate::redis) module.
-    ///
-    /// # Errors
-    ///
-    /// The URL is invalid or Redis can't be reached; the error names the URL, with its
-    /// password masked.
-    ///
-    /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_sse::ConnectError> {
-    /// let broker = tower_sse::Broker::builder()
-    ///     .history(1000)
-    ///     .connect_redis("redis://127.0.0.1:6379/")
-    ///     .await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub async fn connect_redis(self, url: &str) -> Result<Broker, crate::ConnectError> {
-        let (backend, task) = crate::backend::redis::connect(url, self.history).await?;
-        let broker = Broker::from_builder(self, Some(std::sync::Arc::new(backend)));
-        task.spawn(broker.inbound());
-        Ok(broker)
     }
 }

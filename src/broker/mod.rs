@@ -1,6 +1,6 @@
 //! [`Broker`]: the registry of channels, publish and subscribe.
 //!
-//! The broker holds a [`DashMap`] from channel name to that channel's broadcaster. A
+//! The broker holds a [`DashMap`](dashmap::DashMap) from channel name to that channel's broadcaster. A
 //! broadcaster is one ring of the channel's latest encoded events plus a wake-up slot per
 //! subscriber; a subscriber is just a position in the ring. So one publish costs one encoding,
 //! one push and one wake-up per waiting subscriber, whatever the number of subscribers, and a
@@ -39,16 +39,11 @@
 //!
 //! [`BrokerBuilder`] (`builder.rs`) holds the settings; each channel is a ring (`ring.rs`);
 //! a [`Subscription`] (`subscription.rs`) is a cursor per channel; `resume.rs` reads ids and
-//! `Last-Event-ID`. Where events travel beyond this process is the backend's business
-//! (`src/backend/`), behind a seam this module does not look past.
+//! `Last-Event-ID`; `shared.rs` holds what the handles and subscriptions share. Where events
+//! travel beyond this process is the backend's business (`src/backend/`), behind a seam this
+//! module does not look past.
 
-use std::{
-    fmt,
-    sync::{Arc, Weak},
-    task::Waker,
-};
-
-use dashmap::DashMap;
+use std::{fmt, sync::Arc};
 
 pub(crate) use self::subscription::Delivery;
 pub use self::{
@@ -59,15 +54,15 @@ pub use self::{
 use self::{
     resume::{parse_seq, resolve, Skip},
     ring::{wake_all, Entry, Ring},
+    shared::{Handle, Shared},
     subscription::Cursor,
 };
 pub use crate::error::{PublishError, SubscribeError};
 use crate::{
-    backend::{Backend, Gone, Inbound, Message},
+    backend::Backend,
     channel::{ChannelRules, Channels},
     event::Event,
-    metrics::Metrics,
-    sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering},
+    sync::{lock, Ordering},
 };
 
 mod builder;
@@ -75,6 +70,7 @@ mod builder;
 mod model;
 mod resume;
 mod ring;
+mod shared;
 mod subscription;
 #[cfg(all(test, not(tower_sse_loom)))]
 mod tests;
@@ -101,29 +97,7 @@ mod tests;
 /// ```
 #[derive(Clone)]
 pub struct Broker {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    channels: DashMap<Arc<str>, Arc<Ring>>,
-    /// The last order number given out. Held while an event is put in its ring, so events
-    /// enter the rings in order.
-    sequencer: Mutex<u64>,
-    /// Every event up to this order number is in its ring. Readers take only those, which
-    /// keeps streams over several channels in order.
-    watermark: AtomicU64,
-    /// Open subscriptions, for [`BrokerBuilder::max_subscribers`].
-    subscribers: AtomicUsize,
-    /// The order number of the last event delivered before the backend last lost its data
-    /// (0: never). See [`Inbound::data_lost`].
-    data_lost_at: AtomicU64,
-    closed: AtomicBool,
-    /// How many entries each ring keeps.
-    capacity: usize,
-    metrics: Metrics,
-    config: BrokerBuilder,
-    /// Where events travel; `None`: in this process only.
-    backend: Option<Arc<dyn Backend>>,
+    inner: Arc<Shared>,
 }
 
 impl Default for Broker {
@@ -142,79 +116,43 @@ impl fmt::Debug for Broker {
     }
 }
 
-impl Inner {
-    /// Whether channels stay after their last subscriber, for their history.
-    fn keeps_idle_channels(&self) -> bool {
-        self.backend.is_none() && self.config.history > 0
+impl BrokerBuilder {
+    /// Builds an in-process broker.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().build();
+    /// assert_eq!(broker.channel_count(), 0);
+    /// ```
+    pub fn build(self) -> Broker {
+        Broker::from_builder(self, None)
     }
 
-    /// Sets the channels gauge; called when an entry was added or removed, never per event or
-    /// stream otherwise, since counting takes every shard's lock (so never with an entry held).
-    fn count_channels(&self) {
-        self.metrics.channels.set(self.channels.len() as f64);
-    }
-
-    /// The last subscriber of `name` left: remove the channel, unless it keeps history.
-    fn channel_left(&self, name: &Arc<str>) {
-        if self.keeps_idle_channels() {
-            return;
-        }
-        // Checked again under the shard lock: a subscriber may have come meanwhile.
-        let removed = self
-            .channels
-            .remove_if(name, |_, ring| ring.subscriber_count() == 0);
-        if removed.is_some() {
-            self.count_channels();
-            if let Some(backend) = &self.backend {
-                backend.release(name.clone());
-            }
-        }
-    }
-
-    /// Puts `entry` in its channel's ring and advances the watermark. The caller holds the
-    /// sequencer, so entries arrive in order; it wakes the returned wakers after releasing it.
-    fn deliver(&self, name: &str, entry: Entry) -> Vec<Waker> {
-        let seq = entry.seq;
-        if self.keeps_idle_channels() {
-            let new = !self.channels.contains_key(name);
-            if new {
-                self.evict_idle_history();
-            }
-            let wakers = self
-                .channels
-                .entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Ring::new(name, self.capacity, seq - 1)))
-                .push(entry, &self.watermark);
-            if new {
-                self.count_channels();
-            }
-            wakers
-        } else {
-            match self.channels.get(name) {
-                Some(ring) => ring.push(entry, &self.watermark),
-                None => {
-                    // Under the shard's read lock, so a subscriber creating this channel next
-                    // sees this event as older than the channel.
-                    self.watermark.fetch_max(seq, Ordering::Release);
-                    Vec::new()
-                }
-            }
-        }
-    }
-
-    /// Keeps idle channels with history under the configured count.
-    fn evict_idle_history(&self) {
-        if self.channels.len() < self.config.history_channels {
-            return;
-        }
-        let idle = self
-            .channels
-            .iter()
-            .filter(|c| c.subscriber_count() == 0)
-            .count();
-        if idle >= self.config.history_channels {
-            self.channels.retain(|_, ring| ring.subscriber_count() > 0);
-        }
+    /// Builds a broker on Redis (feature `redis`): every broker on the same Redis shares
+    /// channels, ids and history. See the [`redis`](crate::redis) module.
+    ///
+    /// # Errors
+    ///
+    /// The URL is invalid or Redis can't be reached; the error names the URL, with its
+    /// password masked.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_sse::ConnectError> {
+    /// let broker = tower_sse::Broker::builder()
+    ///     .history(1000)
+    ///     .connect_redis("redis://127.0.0.1:6379/")
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub async fn connect_redis(self, url: &str) -> Result<Broker, crate::ConnectError> {
+        let (backend, task) = crate::backend::redis::connect(url, self.history).await?;
+        let broker = Broker::from_builder(self, Some(std::sync::Arc::new(backend)));
+        task.spawn(broker.inbound());
+        Ok(broker)
     }
 }
 
@@ -239,30 +177,15 @@ impl Broker {
     }
 
     fn from_builder(config: BrokerBuilder, backend: Option<Arc<dyn Backend>>) -> Broker {
-        // The ring keeps the history (in process) and takes a whole backfill after a backend
-        // reconnect (up to the history, what the backend keeps): a subscriber may fall behind
-        // by that much before it lags.
-        let capacity = config.buffer.max(config.history);
         Broker {
-            inner: Arc::new(Inner {
-                channels: DashMap::new(),
-                sequencer: Mutex::new(0),
-                watermark: AtomicU64::new(0),
-                subscribers: AtomicUsize::new(0),
-                data_lost_at: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
-                capacity,
-                metrics: Metrics::new(),
-                config,
-                backend,
-            }),
+            inner: Arc::new(Shared::new(config, backend)),
         }
     }
 
     /// The handle a backend feeds remote events through.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn inbound(&self) -> Handle {
-        Handle(Arc::downgrade(&self.inner))
+        Handle::new(&self.inner)
     }
 
     /// The channel rules this broker checks names against.
@@ -513,7 +436,7 @@ impl Broker {
         // it fails halfway below.
         let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
         inner.metrics.subscribers.increment(1.0);
-        let mut subscription = Subscription::new(self.clone(), channels.len());
+        let mut subscription = Subscription::new(self.inner.clone(), channels.len());
         if total >= config.max_subscribers {
             return Err(SubscribeError::TooManySubscribers {
                 channel: None,
@@ -636,51 +559,5 @@ impl Broker {
     /// ```
     pub fn channel_count(&self) -> usize {
         self.inner.channels.len()
-    }
-}
-
-/// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds.
-struct Handle(Weak<Inner>);
-
-impl Handle {
-    fn inner(&self) -> Result<Arc<Inner>, Gone> {
-        self.0.upgrade().ok_or(Gone)
-    }
-}
-
-impl Inbound for Handle {
-    /// Delivers with the next local order number: the backend's sequence numbers may start
-    /// again lower after it lost its data, and the watermark must still order streams over
-    /// several channels.
-    fn deliver(&self, channel: &str, message: Message) -> Result<(), Gone> {
-        let inner = self.inner()?;
-        let wakers = {
-            let mut last = lock(&inner.sequencer);
-            *last += 1;
-            let entry = Entry {
-                seq: *last,
-                origin: message.seq,
-                id: message.id,
-                bytes: message.bytes,
-            };
-            inner.deliver(channel, entry)
-        };
-        wake_all(wakers);
-        Ok(())
-    }
-
-    /// The events delivered from now on may reuse sequence numbers that resumed streams
-    /// already had in their replay, so those streams must not skip them.
-    fn data_lost(&self) -> Result<(), Gone> {
-        let inner = self.inner()?;
-        // An order number of its own, so it is after every replay read before it.
-        let mut last = lock(&inner.sequencer);
-        *last += 1;
-        inner.data_lost_at.store(*last, Ordering::Release);
-        Ok(())
-    }
-
-    fn has_channel(&self, channel: &str) -> Result<bool, Gone> {
-        Ok(self.inner()?.channels.contains_key(channel))
     }
 }

@@ -18,11 +18,11 @@ use super::{
     builder::LagPolicy,
     resume::{Resume, Skip},
     ring::{Entry, Read, Ring},
-    Broker,
+    shared::Shared,
 };
 use crate::sync::Ordering;
 
-/// One stream's place in each of its channels, from [`Broker::subscribe`].
+/// One stream's place in each of its channels, from [`Broker::subscribe`](crate::Broker::subscribe).
 ///
 /// Dropping it unsubscribes at once, and removes a channel left without subscribers (unless it
 /// keeps history).
@@ -41,7 +41,7 @@ use crate::sync::Ordering;
 /// # }
 /// ```
 pub struct Subscription {
-    pub(super) broker: Broker,
+    shared: Arc<Shared>,
     pub(super) cursors: Vec<Cursor>,
     /// Reused between polls: the entries taken, with the cursor each came from.
     scratch: Vec<(usize, Arc<Entry>)>,
@@ -86,9 +86,9 @@ impl fmt::Debug for Subscription {
 
 impl Subscription {
     /// An empty subscription of `broker`, for `channels` cursors.
-    pub(super) fn new(broker: Broker, channels: usize) -> Subscription {
+    pub(super) fn new(shared: Arc<Shared>, channels: usize) -> Subscription {
         Subscription {
-            broker,
+            shared,
             cursors: Vec::with_capacity(channels),
             scratch: Vec::new(),
             replay: VecDeque::new(),
@@ -98,7 +98,7 @@ impl Subscription {
         }
     }
 
-    /// How the `Last-Event-ID` was taken, see [`Broker::resume`].
+    /// How the `Last-Event-ID` was taken, see [`Broker::resume`](crate::Broker::resume).
     ///
     /// ```
     /// # use tower_sse::{broker::Resume, Broker};
@@ -150,7 +150,7 @@ impl Subscription {
         if !self.replay.is_empty() {
             return Poll::Ready(Some(Delivery::Events(self.take_replay(max_bytes))));
         }
-        let inner = &*self.broker.inner;
+        let inner = &*self.shared;
         let data_lost_at = inner.data_lost_at.load(Ordering::Acquire);
         let skip = self.skip;
         let skips = |entry: &Entry| skip.is_some_and(|skip| skip.skips(entry, data_lost_at));
@@ -228,7 +228,7 @@ impl Subscription {
         for (index, _) in taken.drain(..).take(count) {
             self.cursors[index].pos += 1;
         }
-        self.broker.inner.metrics.delivered.increment(count as u64);
+        self.shared.metrics.delivered.increment(count as u64);
         taken.clear();
         bytes
     }
@@ -241,13 +241,13 @@ impl Subscription {
             }
             buf.extend_from_slice(bytes);
             self.replay.pop_front();
-            self.broker.inner.metrics.delivered.increment(1);
+            self.shared.metrics.delivered.increment(1);
         }
         buf.freeze()
     }
 
     fn lagged(&mut self, missed: u64) -> Delivery {
-        let inner = &*self.broker.inner;
+        let inner = &*self.shared;
         match inner.config.lag_policy {
             LagPolicy::Disconnect => self.done = true,
             LagPolicy::Skip => {
@@ -272,7 +272,7 @@ impl Drop for Subscription {
             channels = ?self.cursors.iter().map(|c| &*c.name).collect::<Vec<_>>(),
             "unsubscribed"
         );
-        let inner = &*self.broker.inner;
+        let inner = &*self.shared;
         for cursor in self.cursors.drain(..) {
             if cursor.ring.leave(cursor.slot) {
                 inner.channel_left(&cursor.name);
