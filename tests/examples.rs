@@ -7,10 +7,10 @@
 #[allow(dead_code)]
 mod axum_example;
 #[path = "../examples/hyper.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)] // each has its `support/signal.rs`
 mod hyper_example;
 #[path = "../examples/tonic_web.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)] // each has its `support/signal.rs`
 mod tonic_web_example;
 #[path = "../examples/tower_http.rs"]
 #[allow(dead_code)]
