@@ -31,7 +31,6 @@ mod net;
 mod signal;
 
 use std::{
-    env,
     error::Error,
     future::Future,
     process::ExitCode,
@@ -84,8 +83,9 @@ pub struct Args {
     pub history: usize,
 }
 
-/// The Redis URL: the flag, else `SSE_REDIS_URL`, else `REDIS_URL` (flask-sse's names); an
-/// empty value counts as unset.
+/// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
+/// `REDIS_URL` (flask-sse's names). With the `redis` feature, `run` passes the two variables
+/// as `tower_sse::redis::url_from_env` reads them, already in that order.
 pub fn redis_url(
     flag: Option<String>,
     sse_redis_url: Option<String>,
@@ -323,6 +323,7 @@ fn bad_request(reason: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, reason.into()).into_response()
 }
 
+// `Denied`'s own response, copied: `Denied::into_response` is crate-private for now.
 fn refusal(denied: Denied) -> Response {
     let mut res = (denied.status(), denied.reason().to_owned()).into_response();
     if denied.status() == StatusCode::UNAUTHORIZED {
@@ -342,8 +343,17 @@ pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
 }
 
 async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
-    let var = |name| env::var(name).ok();
-    args.redis_url = redis_url(args.redis_url, var("SSE_REDIS_URL"), var("REDIS_URL"));
+    // The environment as the crate reads it. Without the `redis` feature the crate has no
+    // `redis` module: the hub reads the same variables, so that a URL there is refused, not
+    // ignored.
+    #[cfg(feature = "redis")]
+    let env = (tower_sse::redis::url_from_env(), None);
+    #[cfg(not(feature = "redis"))]
+    let env = (
+        std::env::var("SSE_REDIS_URL").ok(),
+        std::env::var("REDIS_URL").ok(),
+    );
+    args.redis_url = redis_url(args.redis_url, env.0, env.1);
     metrics();
     let broker = broker(&args).await?;
     let listener = net::listen(&args.bind).await?;
