@@ -88,3 +88,11 @@ pub fn usage(pid: u32) -> io::Result<Usage> {
         writes,
     })
 }
+
+/// The load averages over 1, 5 and 15 minutes, as `/proc/loadavg` gives them; empty where
+/// there is no such file.
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
