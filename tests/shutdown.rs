@@ -10,7 +10,6 @@
 #[path = "../examples/support/net.rs"]
 mod net;
 #[path = "../examples/support/proc.rs"]
-#[allow(dead_code)]
 mod proc;
 mod support;
 

@@ -1,6 +1,8 @@
 //! A server in a child process on 127.0.0.1, so that `/proc/<pid>` gives its own memory and
 //! CPU: the hub as shipped (its binary, default flags), or any command that prints its address.
 
+#![allow(dead_code)] // each example uses its part
+
 use std::{
     env,
     error::Error,

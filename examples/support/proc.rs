@@ -1,5 +1,7 @@
 //! A process's resources: figures from `/proc` (Linux) and the open-files limit.
 
+#![allow(dead_code)] // each example uses its part
+
 use std::{fs, io, time::Duration};
 
 /// Raises this process's open-files soft limit to its hard limit (children inherit it) and
