@@ -25,8 +25,12 @@
 //!
 //! Logs: `RUST_LOG` (default `info`; `debug` shows subscribe and unsubscribe).
 
+#[path = "support/net.rs"]
+mod net;
+#[path = "support/signal.rs"]
+mod signal;
+
 use std::{
-    env,
     error::Error,
     future::Future,
     process::ExitCode,
@@ -79,8 +83,9 @@ pub struct Args {
     pub history: usize,
 }
 
-/// The Redis URL: the flag, else `SSE_REDIS_URL`, else `REDIS_URL` (flask-sse's names); an
-/// empty value counts as unset.
+/// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
+/// `REDIS_URL` (flask-sse's names). With the `redis` feature, `run` passes the two variables
+/// as `tower_sse::redis::url_from_env` reads them, already in that order.
 pub fn redis_url(
     flag: Option<String>,
     sse_redis_url: Option<String>,
@@ -314,6 +319,7 @@ fn bad_request(reason: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, reason.into()).into_response()
 }
 
+// `Denied`'s own response, copied: `Denied::into_response` is crate-private for now.
 fn refusal(denied: Denied) -> Response {
     let mut res = (denied.status(), denied.reason().to_owned()).into_response();
     if denied.status() == StatusCode::UNAUTHORIZED {
@@ -332,59 +338,21 @@ pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
     broker.close();
 }
 
-/// Ctrl-C, or SIGTERM on Unix.
-async fn signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(%err, "can't listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => drop(sigterm.recv().await),
-            Err(err) => {
-                tracing::warn!(%err, "can't listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
-/// Listens with a backlog of 1,024 (tokio's `TcpListener::bind` asks for 128): after a
-/// restart, thousands of `EventSource`s reconnect at once, and each connection the backlog
-/// drops costs its client a one-second SYN retry.
-pub async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let mut failed = None;
-    for addr in tokio::net::lookup_host(addr).await? {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        if let Err(err) = socket.bind(addr) {
-            failed = Some(err);
-            continue;
-        }
-        return socket.listen(1024);
-    }
-    Err(failed.unwrap_or_else(|| std::io::Error::other(format!("{addr}: no address"))))
-}
-
 async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
-    let var = |name| env::var(name).ok();
-    args.redis_url = redis_url(args.redis_url, var("SSE_REDIS_URL"), var("REDIS_URL"));
+    // The environment as the crate reads it. Without the `redis` feature the crate has no
+    // `redis` module: the hub reads the same variables, so that a URL there is refused, not
+    // ignored.
+    #[cfg(feature = "redis")]
+    let env = (tower_sse::redis::url_from_env(), None);
+    #[cfg(not(feature = "redis"))]
+    let env = (
+        std::env::var("SSE_REDIS_URL").ok(),
+        std::env::var("REDIS_URL").ok(),
+    );
+    args.redis_url = redis_url(args.redis_url, env.0, env.1);
     metrics();
     let broker = broker(&args).await?;
-    let listener = listen(&args.bind).await?;
+    let listener = net::listen(&args.bind).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         redis = args.redis_url.is_some(),
@@ -396,7 +364,7 @@ async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     // `into_make_service` once, rather than `axum::serve(listener, app)`, which rebuilds the
     // router for every connection: about 500 bytes per route held by each open stream.
     axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown(broker, signal()))
+        .with_graceful_shutdown(shutdown(broker, signal::shutdown()))
         .await?;
     Ok(())
 }

@@ -12,6 +12,9 @@
 //! requests and answers `400` to any other HTTP/1.1 request, so around the whole router it
 //! would refuse the stream. tonic-health's service needs no protoc.
 
+#[path = "support/signal.rs"]
+mod signal;
+
 use std::future::Future;
 
 use axum::{extract::State, http::StatusCode, routing::post, Router};
@@ -76,12 +79,6 @@ pub async fn serve(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:3003").await?;
     println!("tonic_web: listening on http://{}", listener.local_addr()?);
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            eprintln!("can't listen for ctrl-c: {err}");
-            std::future::pending::<()>().await;
-        }
-    };
-    serve(listener, Broker::new(), ctrl_c).await?;
+    serve(listener, Broker::new(), signal::shutdown()).await?;
     Ok(())
 }

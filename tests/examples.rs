@@ -7,26 +7,27 @@
 #[allow(dead_code)]
 mod axum_example;
 #[path = "../examples/hyper.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)] // each has its `support/signal.rs`
 mod hyper_example;
 #[path = "../examples/tonic_web.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)] // each has its `support/signal.rs`
 mod tonic_web_example;
 #[path = "../examples/tower_http.rs"]
 #[allow(dead_code)]
 mod tower_http_example;
 
+#[path = "support/events.rs"]
+mod events;
 mod support;
 
 use std::{
     future::{Future, IntoFuture},
     net::SocketAddr,
-    pin::Pin,
     time::Duration,
 };
 
-use eventsource_stream::{Event, Eventsource};
-use futures_util::{Stream, StreamExt};
+use events::Events;
+use futures_util::StreamExt;
 use reqwest::{header, RequestBuilder, Response, StatusCode};
 use support::{client, guard, send, text};
 use tokio::{net::TcpListener, sync::oneshot};
@@ -57,38 +58,6 @@ fn stop_signal() -> (oneshot::Sender<()>, impl Future<Output = ()>) {
     (stop, async {
         stopped.await.ok();
     })
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
-
-/// An open event stream, parsed as `EventSource` would.
-struct Events(EventStream);
-
-impl Events {
-    /// Checks the response is an event stream and starts parsing it.
-    fn from(res: Response) -> Events {
-        assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(header(&res, "content-type"), Some("text/event-stream"));
-        let events = res.bytes_stream().eventsource();
-        Events(Box::pin(
-            events.map(|event| event.map_err(|e| format!("{e:?}"))),
-        ))
-    }
-
-    async fn open(request: RequestBuilder) -> Events {
-        Events::from(send(request).await)
-    }
-
-    /// The next event, or `None` when the server ended the stream.
-    async fn next(&mut self) -> Option<Event> {
-        let event = guard("next event", self.0.next()).await;
-        event.map(|event| event.expect("a well-formed stream"))
-    }
-
-    async fn expect(&mut self) -> Event {
-        let event = self.next().await;
-        event.expect("an event, not the end of the stream")
-    }
 }
 
 // hyper

@@ -11,7 +11,7 @@
 #[allow(dead_code)]
 mod churn;
 #[path = "../examples/hub.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)] // it and `churn` have their `support/net.rs`
 mod hub;
 
 mod support;

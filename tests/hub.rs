@@ -5,19 +5,19 @@
 #[allow(dead_code)]
 mod hub;
 
+#[path = "support/events.rs"]
+mod events;
 mod support;
 
 use std::{
     future::IntoFuture,
     io,
-    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use clap::{error::ErrorKind, CommandFactory, Parser};
-use eventsource_stream::{Event, Eventsource};
-use futures_util::{Stream, StreamExt};
+use events::Events;
 use reqwest::{header, Client, RequestBuilder, Response, StatusCode};
 use support::{client, guard, send, text, wait_until};
 use tokio::net::TcpListener;
@@ -88,35 +88,6 @@ async fn publish(request: RequestBuilder) -> String {
     assert_eq!(content_type(&res), "application/json");
     let body: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
     body["id"].as_str().expect("{\"id\": string}").to_owned()
-}
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
-
-/// An open event stream, parsed as `EventSource` would.
-struct Events(EventStream);
-
-impl Events {
-    async fn open(request: RequestBuilder) -> Events {
-        let res = send(request).await;
-        assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(content_type(&res), "text/event-stream");
-        let events = res.bytes_stream().eventsource();
-        Events(Box::pin(
-            events.map(|event| event.map_err(|e| format!("{e:?}"))),
-        ))
-    }
-
-    /// The next event, or `None` when the server ended the stream.
-    async fn next(&mut self) -> Option<Event> {
-        let event = guard("next event", self.0.next()).await;
-        event.map(|event| event.expect("a well-formed stream"))
-    }
-
-    async fn expect(&mut self) -> Event {
-        self.next()
-            .await
-            .expect("an event, not the end of the stream")
-    }
 }
 
 // Publishing.

@@ -7,6 +7,10 @@
 //! never ends on its own, so this is what `Broker::close` is for: without it a graceful
 //! shutdown would wait forever.
 
+#[path = "../examples/support/net.rs"]
+mod net;
+#[path = "../examples/support/proc.rs"]
+mod proc;
 mod support;
 
 use std::net::SocketAddr;
@@ -16,7 +20,7 @@ use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpSocket, TcpStream},
+    net::{TcpListener, TcpStream},
     sync::oneshot,
     task::JoinSet,
 };
@@ -24,32 +28,8 @@ use tower::ServiceExt;
 use tower_sse::{Broker, Event, SseService};
 
 const STREAMS: usize = 5_000;
-/// Connections opened at once: well under the listener's backlog (1024).
+/// Connections opened at once: well under the listener's backlog ([`net::BACKLOG`]).
 const BATCH: usize = 250;
-
-/// Two sockets per stream (client and server, one process) and some slack.
-fn raise_open_files_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable `rlimit`.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
-    if limit.rlim_cur >= needed {
-        return;
-    }
-    assert!(
-        limit.rlim_max >= needed,
-        "this test needs {needed} open files, the hard limit is {}: raise `ulimit -Hn`",
-        limit.rlim_max
-    );
-    limit.rlim_cur = needed;
-    // SAFETY: `limit` is a valid `rlimit`, within the hard limit.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-}
 
 /// Serves streams until `stop`, then stops accepting and shuts down gracefully. Returns how
 /// many connections ended with an error.
@@ -129,12 +109,11 @@ fn dechunk(mut bytes: &[u8]) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_streams_end_cleanly_on_graceful_shutdown() {
-    raise_open_files_limit(2 * STREAMS as u64 + 256);
+    // Two sockets per stream (client and server, one process) and some slack.
+    proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
     let broker = Broker::new();
     // `TcpListener::bind` listens with a backlog of 128: too few for a batch of connects.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(1024).unwrap();
+    let listener = net::listen("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
     let server = tokio::spawn(serve(listener, broker.clone(), stopped));
