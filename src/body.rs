@@ -233,7 +233,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn keep_alive_after_idle_time_only() {
-        let broker = Broker::new();
+        let broker = Broker::builder().id_base(0).build();
         let mut body = body(&broker, Some(Duration::from_secs(15))).await;
         let start = Instant::now();
         let frame = body.frame().await.unwrap().unwrap();
@@ -260,7 +260,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn no_keep_alive_when_disabled() {
-        let broker = Broker::new();
+        let broker = Broker::builder().id_base(0).build();
         let mut body = body(&broker, None).await;
         let res = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
         assert!(res.is_err());
@@ -268,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn ends_when_broker_closes() {
-        let broker = Broker::new();
+        let broker = Broker::builder().id_base(0).build();
         let mut body = body(&broker, Some(Duration::from_secs(15))).await;
         broker
             .publish("sse", Event::default().data("x"))
@@ -282,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn lag_comment_then_end() {
-        let broker = Broker::builder().buffer(1).build();
+        let broker = Broker::builder().id_base(0).buffer(1).build();
         let mut body = body(&broker, None).await;
         for _ in 0..3 {
             broker.publish("sse", Event::default()).await.unwrap();

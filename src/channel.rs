@@ -117,6 +117,14 @@ impl ChannelRules {
         Ok(())
     }
 
+    /// Checks a list read elsewhere (by a layer with its own rules) against these rules.
+    pub(crate) fn check_list(&self, channels: &Channels) -> Result<(), ChannelError> {
+        if channels.len() > self.max_channels {
+            return Err(ChannelError::TooMany(self.max_channels));
+        }
+        channels.iter().try_for_each(|name| self.check_name(name))
+    }
+
     /// Reads the channel list from a query string (without the `?`).
     ///
     /// Keys are percent-decoded too, so `%63hannel=x` names channel `x`: the list is what the

@@ -36,6 +36,13 @@ pub enum PublishError {
     Event(EventError),
     /// The channel name breaks the [`ChannelRules`](crate::ChannelRules).
     Channel(ChannelError),
+    /// The publisher's id is longer than
+    /// [`BrokerBuilder::max_id_len`](crate::BrokerBuilder::max_id_len): it could not come back
+    /// as a `Last-Event-ID`.
+    IdTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// [`Broker::close`](crate::Broker::close) was called.
     Closed,
     /// The backend could not take the event (Redis unreachable, ...). Worth a retry; a
@@ -55,7 +62,9 @@ impl PublishError {
     /// ```
     pub fn status(&self) -> StatusCode {
         match self {
-            PublishError::Event(_) | PublishError::Channel(_) => StatusCode::BAD_REQUEST,
+            PublishError::Event(_) | PublishError::Channel(_) | PublishError::IdTooLong { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             PublishError::Closed | PublishError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -65,6 +74,7 @@ impl PublishError {
         match self {
             PublishError::Event(_) => "event",
             PublishError::Channel(_) => "channel",
+            PublishError::IdTooLong { .. } => "id",
             PublishError::Closed => "closed",
             PublishError::Backend(_) => "backend",
         }
@@ -76,6 +86,7 @@ impl fmt::Display for PublishError {
         match self {
             PublishError::Event(err) => fmt::Display::fmt(err, f),
             PublishError::Channel(err) => fmt::Display::fmt(err, f),
+            PublishError::IdTooLong { limit } => write!(f, "id longer than {limit} bytes"),
             PublishError::Closed => f.write_str("broker is closed"),
             PublishError::Backend(err) => write!(f, "backend unavailable: {err}"),
         }
@@ -87,7 +98,7 @@ impl StdError for PublishError {
         match self {
             PublishError::Event(err) => Some(err),
             PublishError::Channel(err) => Some(err),
-            PublishError::Closed => None,
+            PublishError::IdTooLong { .. } | PublishError::Closed => None,
             PublishError::Backend(err) => Some(&**err),
         }
     }
@@ -99,14 +110,21 @@ impl From<EventError> for PublishError {
     }
 }
 
+impl From<ChannelError> for SubscribeError {
+    fn from(err: ChannelError) -> Self {
+        SubscribeError::Channel(err)
+    }
+}
+
 impl From<ChannelError> for PublishError {
     fn from(err: ChannelError) -> Self {
         PublishError::Channel(err)
     }
 }
 
-/// Why a subscription (or a resume) was refused. Every variant is worth a retry later; a
-/// service answers each with `503 Service Unavailable`.
+/// Why a subscription (or a resume) was refused. A bad channel name is a `400 Bad Request`;
+/// every other variant is worth a retry later, and a service answers it with
+/// `503 Service Unavailable` and `Retry-After`.
 ///
 /// ```
 /// # use tower_sse::{Broker, SubscribeError};
@@ -122,6 +140,9 @@ impl From<ChannelError> for PublishError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SubscribeError {
+    /// A channel name breaks the broker's [`ChannelRules`](crate::ChannelRules) (a list
+    /// checked with other rules, by an [`AccessLayer`](crate::AccessLayer), is checked again).
+    Channel(ChannelError),
     /// [`Broker::close`](crate::Broker::close) was called.
     Closed,
     /// Subscribing would pass [`BrokerBuilder::max_subscribers`] (no `channel`) or
@@ -141,20 +162,24 @@ pub enum SubscribeError {
 }
 
 impl SubscribeError {
-    /// The status a service answers this error with: always `503 Service Unavailable`, since
-    /// a later retry may succeed.
+    /// The status a service answers this error with: `400 Bad Request` for a bad channel
+    /// name, else `503 Service Unavailable`, since a later retry may succeed.
     ///
     /// ```
     /// # use tower_sse::SubscribeError;
     /// assert_eq!(SubscribeError::Closed.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     /// ```
     pub fn status(&self) -> StatusCode {
-        StatusCode::SERVICE_UNAVAILABLE
+        match self {
+            SubscribeError::Channel(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
     }
 
     /// The `reason` label of [`SUBSCRIBE_ERRORS`](crate::metrics::SUBSCRIBE_ERRORS).
     pub(crate) fn reason(&self) -> &'static str {
         match self {
+            SubscribeError::Channel(_) => "channel",
             SubscribeError::Closed => "closed",
             SubscribeError::TooManySubscribers { .. } => "too_many",
             SubscribeError::Backend(_) => "backend",
@@ -165,6 +190,7 @@ impl SubscribeError {
 impl fmt::Display for SubscribeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            SubscribeError::Channel(err) => fmt::Display::fmt(err, f),
             SubscribeError::Closed => f.write_str("broker is closed"),
             SubscribeError::TooManySubscribers {
                 channel: Some(channel),
@@ -185,6 +211,7 @@ impl fmt::Display for SubscribeError {
 impl StdError for SubscribeError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
+            SubscribeError::Channel(err) => Some(err),
             SubscribeError::Closed | SubscribeError::TooManySubscribers { .. } => None,
             SubscribeError::Backend(err) => Some(&**err),
         }

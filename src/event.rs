@@ -101,7 +101,7 @@ impl Event {
     /// Sets the event type, which the client's `EventSource` dispatches on
     /// (`addEventListener("greeting", ...)`). Without it the type is `message`.
     ///
-    /// A type containing CR or LF makes the event invalid ([`EventError::EventType`]).
+    /// A type containing CR, LF or NUL makes the event invalid ([`EventError::EventType`]).
     ///
     /// ```
     /// # use tower_sse::{Event, EventError};
@@ -112,7 +112,7 @@ impl Event {
     /// ```
     pub fn event(mut self, event: impl Into<String>) -> Self {
         let event = event.into();
-        if has_line_break(&event) {
+        if has_line_break(&event) || event.contains('\0') {
             self.fail(EventError::EventType);
         }
         self.event = Some(event);
@@ -121,8 +121,12 @@ impl Event {
 
     /// Sets the id, which the client sends back in `Last-Event-ID` when it reconnects.
     ///
-    /// Without it, the broker assigns one when the event is published. An id containing CR, LF
-    /// or NUL makes the event invalid ([`EventError::Id`]).
+    /// Without it, the broker assigns one when the event is published. An id containing a
+    /// control character other than tab (CR, LF and NUL included) makes the event invalid
+    /// ([`EventError::Id`]): the browser sends the id back as the `Last-Event-ID` header, and a
+    /// header can't carry those ([RFC 9110 §5.5]), so the id could never resume.
+    ///
+    /// [RFC 9110 §5.5]: https://www.rfc-editor.org/rfc/rfc9110#section-5.5
     ///
     /// ```
     /// # use tower_sse::{Event, EventError};
@@ -130,7 +134,7 @@ impl Event {
     /// ```
     pub fn id(mut self, id: impl Into<String>) -> Self {
         let id = id.into();
-        if has_line_break(&id) || id.contains('\0') {
+        if id.contains(|c: char| c.is_ascii_control() && c != '\t') {
             self.fail(EventError::Id);
         }
         self.id = Some(id);
@@ -179,7 +183,7 @@ impl Event {
     /// # Errors
     ///
     /// The first problem a builder method found: an event type with a line break
-    /// ([`EventError::EventType`]), an id with a line break or NUL ([`EventError::Id`]), data
+    /// ([`EventError::EventType`]), an id with a control character ([`EventError::Id`]), data
     /// that failed to serialize ([`EventError::Json`]).
     ///
     /// ```
@@ -303,14 +307,14 @@ fn lines(s: &str) -> impl Iterator<Item = &str> {
 /// ```
 /// # use tower_sse::Event;
 /// let err = Event::default().event("x\ry").validate().unwrap_err();
-/// assert_eq!(err.to_string(), "event type contains a line break");
+/// assert_eq!(err.to_string(), "event type contains a line break or NUL");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventError {
-    /// The event type contains CR or LF.
+    /// The event type contains CR, LF or NUL.
     EventType,
-    /// The id contains CR, LF or NUL.
+    /// The id contains a control character other than tab (CR, LF and NUL included).
     Id,
     /// The data could not be serialized to JSON; the serializer's message.
     Json(String),
@@ -319,8 +323,8 @@ pub enum EventError {
 impl fmt::Display for EventError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EventError::EventType => f.write_str("event type contains a line break"),
-            EventError::Id => f.write_str("id contains a line break or NUL"),
+            EventError::EventType => f.write_str("event type contains a line break or NUL"),
+            EventError::Id => f.write_str("id contains a control character"),
             EventError::Json(msg) => write!(f, "data is not serializable to JSON: {msg}"),
         }
     }
@@ -391,11 +395,23 @@ mod tests {
             );
             assert_eq!(Event::default().id(bad).to_bytes(), Err(EventError::Id));
         }
-        assert_eq!(Event::default().id("a\0b").to_bytes(), Err(EventError::Id));
-        // NUL is fine in an event type, and colons anywhere.
+        // An id comes back as a header: no control character but tab.
+        for bad in ["a\0b", "\x01", "a\x1fb", "\x7f"] {
+            assert_eq!(
+                Event::default().id(bad).to_bytes(),
+                Err(EventError::Id),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(bytes(Event::default().id("a\tb")), "data: \nid: a\tb\n\n");
+        // NUL is refused in an event type too; colons are fine anywhere.
         assert_eq!(
-            bytes(Event::default().event("a\0:b")),
-            "event: a\0:b\ndata: \n\n"
+            Event::default().event("a\0b").to_bytes(),
+            Err(EventError::EventType)
+        );
+        assert_eq!(
+            bytes(Event::default().event("a:b")),
+            "event: a:b\ndata: \n\n"
         );
     }
 

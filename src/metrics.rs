@@ -8,8 +8,9 @@
 //! | name | kind | labels | what |
 //! |------|------|--------|------|
 //! | [`SUBSCRIBERS`] | gauge | | open subscriptions (a stream on several channels counts once) |
-//! | [`CHANNEL_SUBSCRIBERS`] | gauge | `channel` | subscribers of one channel |
+//! | [`CHANNEL_SUBSCRIBERS`] | gauge | `channel` | subscribers of one channel (opt-in: [`channel_metrics`](crate::BrokerBuilder::channel_metrics)) |
 //! | [`CHANNELS`] | gauge | | channels with an entry (subscribers or history) |
+//! | [`RETAINED_BYTES`] | gauge | | encoded bytes the channels keep (see [`max_retained_bytes`](crate::BrokerBuilder::max_retained_bytes)) |
 //! | [`PUBLISHED`] | counter | | events published |
 //! | [`DELIVERED`] | counter | | events handed to streams (one per subscriber and event) |
 //! | [`LAGGED`] | counter | | times a subscriber fell behind its buffer |
@@ -18,9 +19,10 @@
 //! | [`SUBSCRIBE_ERRORS`] | counter | `reason` | subscriptions refused: `too_many`, `closed`, `backend` |
 //! | [`DENIED`] | counter | `status` | requests an [`AccessLayer`](crate::AccessLayer) denied |
 //!
-//! The `channel` label takes as many values as there are channels at once, which the
-//! [subscriber limits](crate::BrokerBuilder::max_subscribers) bound; a removed channel's gauge
-//! stays at 0 until the exporter forgets it (metrics-exporter-prometheus: `idle_timeout`).
+//! The `channel` label is off by default: it would take a value per channel name any client
+//! makes up, and a recorder keeps a series after its channel is gone. With
+//! [`channel_metrics`](crate::BrokerBuilder::channel_metrics) on, bound the names, or let the
+//! recorder forget idle series (metrics-exporter-prometheus: `idle_timeout`).
 //!
 //! ```
 //! use tower_sse::{metrics, Broker};
@@ -38,6 +40,8 @@ pub const SUBSCRIBERS: &str = "sse_subscribers";
 pub const CHANNEL_SUBSCRIBERS: &str = "sse_channel_subscribers";
 /// Gauge: channels with an entry.
 pub const CHANNELS: &str = "sse_channels";
+/// Gauge: encoded bytes the channels keep.
+pub const RETAINED_BYTES: &str = "sse_retained_bytes";
 /// Counter: events published.
 pub const PUBLISHED: &str = "sse_events_published_total";
 /// Counter: events handed to streams, one per subscriber and event.
@@ -57,6 +61,7 @@ pub const DENIED: &str = "sse_access_denied_total";
 pub(crate) struct Metrics {
     pub(crate) subscribers: Gauge,
     pub(crate) channels: Gauge,
+    pub(crate) retained: Gauge,
     pub(crate) published: Counter,
     pub(crate) delivered: Counter,
     pub(crate) lagged: Counter,
@@ -68,6 +73,7 @@ impl Metrics {
         Metrics {
             subscribers: ::metrics::gauge!(SUBSCRIBERS),
             channels: ::metrics::gauge!(CHANNELS),
+            retained: ::metrics::gauge!(RETAINED_BYTES),
             published: ::metrics::counter!(PUBLISHED),
             delivered: ::metrics::counter!(DELIVERED),
             lagged: ::metrics::counter!(LAGGED),

@@ -24,8 +24,12 @@ use std::{
     fmt,
     future::{ready, Future},
     pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -38,10 +42,57 @@ use crate::{
     event::Event,
 };
 
-/// Seconds a client refused for [too many subscribers](SubscribeError::TooManySubscribers) is
-/// told to wait. `EventSource` ignores it (it retries after its own reconnection time), other
+/// Seconds a client refused with a `503` (too many subscribers, backend down, closed) is told
+/// to wait. `EventSource` ignores it (it retries after its own reconnection time), other
 /// clients read it.
 const RETRY_AFTER: &str = "5";
+
+/// Refused subscriptions are logged at most once a second, with how many were refused since:
+/// a storm of refusals (a limit reached, the backend down) must not flood the log. Each is
+/// counted in [`SUBSCRIBE_ERRORS`](crate::metrics::SUBSCRIBE_ERRORS) anyway.
+static REFUSALS: RateLimited = RateLimited::new(Duration::from_secs(1));
+
+/// A `warn!` at most once per interval, with the count of the others.
+struct RateLimited {
+    interval: Duration,
+    /// Milliseconds since [`RateLimited::epoch`] of the last log, plus one (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimited {
+    const fn new(interval: Duration) -> RateLimited {
+        RateLimited {
+            interval,
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Logs `err` unless one was logged less than an interval ago; returns whether it did.
+    fn warn(&self, err: &SubscribeError) -> bool {
+        let now = Self::epoch().elapsed().as_millis() as u64 + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= self.interval.as_millis() as u64;
+        let won = due
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if won {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(%err, suppressed, "subscribe refused");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        won
+    }
+}
 
 /// A [`tower::Service`] that streams server-sent events from a [`Broker`]'s channels.
 ///
@@ -88,12 +139,13 @@ impl SseService {
     /// ```
     pub fn new(broker: Broker) -> SseService {
         let rules = broker.channel_rules().clone();
+        let max_last_event_id = broker.max_id_len();
         SseService {
             broker,
             keep_alive: Some(Duration::from_secs(15)),
             rules,
             gap_event: Some(Event::default().event("gap")),
-            max_last_event_id: 1024,
+            max_last_event_id,
         }
     }
 
@@ -114,8 +166,10 @@ impl SseService {
         self
     }
 
-    /// The longest `Last-Event-ID` accepted, in bytes (default 1024); a longer one is a
-    /// `400 Bad Request`.
+    /// The longest `Last-Event-ID` accepted, in bytes (default: the broker's
+    /// [`max_id_len`](crate::BrokerBuilder::max_id_len), 1,024 unless set, so that every id
+    /// the broker takes comes back); a longer one is a `400 Bad Request`. Keep it at least the
+    /// broker's.
     ///
     /// ```
     /// # let service = tower_sse::SseService::new(tower_sse::Broker::new());
@@ -203,9 +257,9 @@ impl Subscribe {
         let subscription = match subscribed {
             Ok(subscription) => subscription,
             Err(err) => {
-                tracing::warn!(%err, "subscribe failed");
+                REFUSALS.warn(&err);
                 let mut res = plain(err.status(), err.to_string());
-                if let SubscribeError::TooManySubscribers { .. } = err {
+                if err.status() == StatusCode::SERVICE_UNAVAILABLE {
                     res.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
                 }
@@ -265,9 +319,10 @@ fn last_event_id<B>(req: &Request<B>, max: usize) -> Result<Option<String>, Stri
             if value.len() > max {
                 return Err(format!("Last-Event-ID longer than {max} bytes"));
             }
-            value
-                .to_str()
-                .map_err(|_| "Last-Event-ID is not visible ASCII".to_owned())?
+            // Browsers send the id as they got it, in UTF-8 (the spec's `lastEventId`), so
+            // any id the broker sent comes back.
+            std::str::from_utf8(value.as_bytes())
+                .map_err(|_| "Last-Event-ID is not UTF-8".to_owned())?
                 .to_owned()
         }
         None => {
@@ -330,6 +385,16 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_logged_at_most_once_an_interval() {
+        let limit = RateLimited::new(Duration::from_secs(3600));
+        let logged = (0..1000)
+            .filter(|_| limit.warn(&SubscribeError::Closed))
+            .count();
+        assert_eq!(logged, 1);
+        assert_eq!(limit.suppressed.load(Ordering::Relaxed), 999);
+    }
+
+    #[test]
     fn send_sync_clone() {
         fn assert_send_sync<T: Send + Sync + Clone>() {}
         assert_send_sync::<SseService>();
@@ -337,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn headers_and_subscription() {
-        let broker = Broker::new();
+        let broker = Broker::builder().id_base(0).build();
         let res = SseService::new(broker.clone())
             .oneshot(get("/?channel=a&channel=b"))
             .await
@@ -361,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_channel_is_400_with_reason() {
-        let broker = Broker::new();
+        let broker = Broker::builder().id_base(0).build();
         let res = SseService::new(broker.clone())
             .oneshot(get("/?channel=%ZZ"))
             .await
@@ -375,7 +440,10 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_subscribers_is_503_with_retry_after() {
-        let broker = Broker::builder().max_subscribers_per_channel(1).build();
+        let broker = Broker::builder()
+            .id_base(0)
+            .max_subscribers_per_channel(1)
+            .build();
         let service = SseService::new(broker.clone());
         let open = service.clone().oneshot(get("/?channel=a")).await.unwrap();
         assert_eq!(open.status(), StatusCode::OK);
@@ -396,7 +464,7 @@ mod tests {
 
     #[tokio::test]
     async fn resumes_from_header_or_query() {
-        let broker = Broker::builder().history(10).build();
+        let broker = Broker::builder().id_base(0).history(10).build();
         for data in ["1", "2"] {
             broker
                 .publish("sse", Event::default().data(data))
@@ -427,7 +495,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_last_event_id_gets_the_gap_event() {
-        let service = SseService::new(Broker::new());
+        let service = SseService::new(Broker::builder().id_base(0).build());
         let res = service
             .clone()
             .oneshot(get("/?lastEventId=nope"))
@@ -444,7 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_last_event_id_is_400() {
-        let service = SseService::new(Broker::new()).max_last_event_id(4);
+        let service = SseService::new(Broker::builder().id_base(0).build()).max_last_event_id(4);
         let req = Request::get("/")
             .header("last-event-id", "12345")
             .body(())
@@ -463,7 +531,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_broker_is_503() {
-        let broker = Broker::new();
+        let broker = Broker::builder().id_base(0).build();
         broker.close();
         let res = SseService::new(broker).oneshot(get("/")).await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -471,7 +539,7 @@ mod tests {
 
     #[tokio::test]
     async fn checked_channels_in_extensions_win_over_the_query() {
-        let broker = Broker::new();
+        let broker = Broker::builder().id_base(0).build();
         let mut req = get("/?channel=other");
         let checked = ChannelRules::default()
             .parse_query(Some("channel=a"))

@@ -182,7 +182,7 @@ async fn quickstart_page_gets_greetings_and_resumes_after_a_drop() {
     let Some(chromedriver) = browser_tools() else {
         return;
     };
-    let broker = Broker::builder().history(100).build();
+    let broker = Broker::builder().id_base(0).history(100).build();
     let mut server = Server::start(quickstart::app(broker.clone())).await;
     let driver = Chromedriver::start(&chromedriver).await;
     let browser = open_browser(&driver).await;

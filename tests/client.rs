@@ -77,7 +77,7 @@ fn score_event(score: &Score) -> Event {
 
 #[tokio::test]
 async fn typed_events_then_resume_after_the_server_drops_the_stream() {
-    let broker = Broker::builder().history(100).build();
+    let broker = Broker::builder().id_base(0).history(100).build();
     let mut server = Server::start(app(broker.clone())).await;
     let mut source = event_source(&format!("{}/stream?channel=scores", server.base));
 
@@ -141,7 +141,7 @@ async fn typed_events_then_resume_after_the_server_drops_the_stream() {
 
 #[tokio::test]
 async fn denied_channel_is_invalid_status_403_without_retry() {
-    let broker = Broker::builder().history(100).build();
+    let broker = Broker::builder().id_base(0).history(100).build();
     let server = Server::start(app(broker.clone())).await;
     let url = format!("{}/stream?channel=scores&channel=private.ops", server.base);
     let mut source = event_source(&url);

@@ -65,7 +65,7 @@ fn stop_signal() -> (oneshot::Sender<()>, impl Future<Output = ()>) {
 #[tokio::test]
 async fn hyper_streams_published_messages_and_answers_404() {
     let (listener, addr) = bind().await;
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let (_stop, signal) = stop_signal();
     tokio::spawn(hyper_example::serve(listener, broker.clone(), signal));
     let (client, base) = (client(), format!("http://{addr}"));
@@ -102,7 +102,7 @@ async fn hyper_streams_published_messages_and_answers_404() {
 #[tokio::test]
 async fn hyper_graceful_shutdown_ends_open_streams() {
     let (listener, addr) = bind().await;
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let (stop, signal) = stop_signal();
     let server = tokio::spawn(hyper_example::serve(listener, broker.clone(), signal));
     let (client, base) = (client(), format!("http://{addr}"));
@@ -138,7 +138,7 @@ async fn serve_axum(broker: &Broker) -> String {
 
 #[tokio::test]
 async fn axum_routes_and_json_messages() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let (base, client) = (serve_axum(&broker).await, client());
     let res = send(client.get(format!("{base}/"))).await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -191,7 +191,7 @@ async fn axum_routes_and_json_messages() {
 
 #[tokio::test]
 async fn axum_access_layer_guards_admin_channels() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let (base, client) = (serve_axum(&broker).await, client());
     let stream = |query: &str| client.get(format!("{base}/stream?{query}"));
     let bearer = |token: &str| format!("Bearer {token}");
@@ -256,7 +256,7 @@ const TIMEOUT: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn tower_http_stack_leaves_streams_uncompressed_and_open_past_the_timeout() {
     let (listener, addr) = bind().await;
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let app = tower_http_example::app(broker.clone(), TIMEOUT);
     tokio::spawn(axum::serve(listener, app).into_future());
     let (client, base) = (client(), format!("http://{addr}"));
@@ -308,7 +308,7 @@ async fn tower_http_stack_leaves_streams_uncompressed_and_open_past_the_timeout(
 #[tokio::test]
 async fn tower_http_stack_limits_bodies_and_answers_cors_preflight() {
     let (listener, addr) = bind().await;
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let app = tower_http_example::app(broker.clone(), Duration::from_secs(5));
     tokio::spawn(axum::serve(listener, app).into_future());
     let (client, base) = (client(), format!("http://{addr}"));
@@ -355,7 +355,7 @@ fn grpc_web_frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
 #[tokio::test]
 async fn tonic_web_serves_grpc_grpc_web_and_the_stream_on_one_port() {
     let (listener, addr) = bind().await;
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let (stop, signal) = stop_signal();
     let server = tokio::spawn(tonic_web_example::serve(listener, broker.clone(), signal));
     let (client, base) = (client(), format!("http://{addr}"));

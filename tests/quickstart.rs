@@ -21,7 +21,7 @@ async fn serve(broker: Broker) -> String {
 
 #[tokio::test]
 async fn page_listens_for_greetings_on_the_stream() {
-    let base = serve(Broker::new()).await;
+    let base = serve(Broker::builder().id_base(0).build()).await;
     let res = guard("response", reqwest::get(format!("{base}/")))
         .await
         .unwrap();
@@ -37,7 +37,7 @@ async fn page_listens_for_greetings_on_the_stream() {
 
 #[tokio::test]
 async fn hello_publishes_a_greeting_to_every_stream() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let base = serve(broker.clone()).await;
     let mut streams = Vec::new();
     for _ in 0..2 {
@@ -68,7 +68,7 @@ async fn hello_publishes_a_greeting_to_every_stream() {
 
 #[tokio::test]
 async fn hello_after_close_says_why_nothing_was_sent() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let base = serve(broker.clone()).await;
     broker.close();
     let res = guard("response", reqwest::get(format!("{base}/hello")))

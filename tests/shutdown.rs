@@ -111,7 +111,7 @@ fn dechunk(mut bytes: &[u8]) -> Result<String, String> {
 async fn five_thousand_streams_end_cleanly_on_graceful_shutdown() {
     // Two sockets per stream (client and server, one process) and some slack.
     proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     // `TcpListener::bind` listens with a backlog of 128: too few for a batch of connects.
     let listener = net::listen("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

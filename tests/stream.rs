@@ -33,7 +33,7 @@ fn normalised(data: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tricky_data_round_trips_through_a_spec_parser() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let addr = serve(SseService::new(broker.clone())).await;
     let mut events = open(addr, "channel=t").await.bytes_stream().eventsource();
     let cases = [
@@ -85,7 +85,7 @@ async fn tricky_data_round_trips_through_a_spec_parser() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_channels_default_channel_and_isolation() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let addr = serve(SseService::new(broker.clone())).await;
     let mut both = open(addr, "channel=a&channel=b")
         .await
@@ -115,7 +115,7 @@ async fn several_channels_default_channel_and_isolation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_removes_subscriber_and_channel() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let addr = serve(SseService::new(broker.clone())).await;
     let res = open(addr, "channel=gone").await;
     assert_eq!(broker.subscriber_count("gone"), 1);
@@ -128,7 +128,7 @@ async fn disconnect_removes_subscriber_and_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_arrives_and_close_ends_the_stream() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let service = SseService::new(broker.clone()).keep_alive(Some(Duration::from_millis(100)));
     let addr = serve(service).await;
     let mut body = open(addr, "channel=k").await.bytes_stream();
@@ -152,7 +152,7 @@ async fn keep_alive_arrives_and_close_ends_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_does_not_delay_another() {
     use tokio::io::AsyncWriteExt;
-    let broker = Broker::builder().buffer(4096).build();
+    let broker = Broker::builder().id_base(0).buffer(4096).build();
     let addr = serve(SseService::new(broker.clone())).await;
     let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
     stalled

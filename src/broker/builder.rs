@@ -42,6 +42,10 @@ pub struct BrokerBuilder {
     pub(super) rules: ChannelRules,
     pub(super) max_subscribers: usize,
     pub(super) max_subscribers_per_channel: usize,
+    pub(super) max_retained_bytes: usize,
+    pub(super) max_id_len: usize,
+    pub(super) channel_metrics: bool,
+    pub(super) id_base: Option<u64>,
 }
 
 impl Default for BrokerBuilder {
@@ -54,6 +58,10 @@ impl Default for BrokerBuilder {
             rules: ChannelRules::default(),
             max_subscribers: 100_000,
             max_subscribers_per_channel: 20_000,
+            max_retained_bytes: 64 * 1024 * 1024,
+            max_id_len: 1024,
+            channel_metrics: false,
+            id_base: None,
         }
     }
 }
@@ -74,8 +82,11 @@ impl BrokerBuilder {
         self
     }
 
-    /// How many past events each channel keeps for resuming with `Last-Event-ID` (default 0:
-    /// off). A channel with history stays after its last subscriber leaves.
+    /// How many past events a resume with `Last-Event-ID` replays at most, per channel
+    /// (default 0: none, a resume gets only live events, after the gap event if it missed
+    /// some). A channel with history stays after its last subscriber leaves, within the
+    /// [idle channel](BrokerBuilder::history_channels) and [byte](BrokerBuilder::max_retained_bytes)
+    /// bounds. The same on Redis: the history is what Redis keeps per channel.
     ///
     /// ```
     /// # use tower_sse::Broker;
@@ -87,8 +98,9 @@ impl BrokerBuilder {
     }
 
     /// With history on, how many channels without subscribers may keep their history
-    /// (default 10,000). Past it, publishing to a new channel with no subscribers forgets the
-    /// history of idle channels, so a churn of channel names can't grow memory without bound.
+    /// (default 10,000). Past it, the channel idle longest goes, with its history, so a churn
+    /// of channel names can't grow memory without bound. A channel with no subscriber and no
+    /// event kept goes at once.
     ///
     /// ```
     /// # use tower_sse::Broker;
@@ -139,7 +151,70 @@ impl BrokerBuilder {
         self
     }
 
-    /// The rules channel names must follow, checked on publish (default
+    /// The most encoded bytes all channels keep together, history and buffers (default
+    /// 64 MiB). Past it the oldest events go first, whatever their channel: a subscriber that
+    /// had not read one lags (the [`LagPolicy`] applies), and a resume from before it gets
+    /// the gap. The newest event is always kept, whatever its size.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().history(100).max_retained_bytes(16 << 20).build();
+    /// ```
+    pub fn max_retained_bytes(mut self, bytes: usize) -> Self {
+        self.max_retained_bytes = bytes;
+        self
+    }
+
+    /// The longest id a publisher may give, in bytes (default 1,024): a browser sends the id
+    /// back as `Last-Event-ID`, which [`SseService`](crate::SseService) accepts up to the same
+    /// length, so every id published can resume. Longer ids are refused with
+    /// [`PublishError::IdTooLong`](crate::PublishError::IdTooLong).
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().max_id_len(128).build();
+    /// ```
+    pub fn max_id_len(mut self, bytes: usize) -> Self {
+        self.max_id_len = bytes;
+        self
+    }
+
+    /// Whether each channel gets its own [`CHANNEL_SUBSCRIBERS`](crate::metrics::CHANNEL_SUBSCRIBERS)
+    /// gauge (default `false`). A label per channel name lets anyone who opens a stream add a
+    /// series to the metrics, and a recorder keeps a series after the channel is gone: turn it
+    /// on only with a bounded set of channel names, or a recorder that forgets idle series.
+    ///
+    /// ```
+    /// # use tower_sse::Broker;
+    /// let broker = Broker::builder().channel_metrics(true).build();
+    /// ```
+    pub fn channel_metrics(mut self, on: bool) -> Self {
+        self.channel_metrics = on;
+        self
+    }
+
+    /// The sequence numbers of events published without an id start after `base`: the first
+    /// id is `base + 1`. By default `base` is the start time in milliseconds since the Unix
+    /// epoch times one million, so ids grow across restarts and a `Last-Event-ID` from an
+    /// earlier start resolves to [`Resume::Unknown`](crate::Resume::Unknown) (the client is
+    /// told of the gap), instead of being taken for an id of this start. Set it for
+    /// predictable ids (tests, a store of one's own that numbers events). Brokers on Redis
+    /// take their ids from Redis and ignore it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tower_sse::{Broker, Event};
+    /// let broker = Broker::builder().id_base(0).build();
+    /// assert_eq!(broker.publish("sse", Event::default()).await.unwrap(), "1");
+    /// # }
+    /// ```
+    pub fn id_base(mut self, base: u64) -> Self {
+        self.id_base = Some(base);
+        self
+    }
+
+    /// The rules channel names must follow, checked on publish and on subscribe (default
     /// [`ChannelRules::default`]).
     ///
     /// ```

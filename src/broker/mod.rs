@@ -14,6 +14,12 @@
 //! channels delivers their events in sequence order, and never delivers an event before all
 //! older events of its channels: so the last id a client saw is a clean point to resume from.
 //!
+//! The numbers of one process start count up from a base taken from the clock (the start time
+//! in milliseconds times a million, [`BrokerBuilder::id_base`]): ids keep growing across
+//! restarts, and a `Last-Event-ID` from before a restart is known to be from another start, so
+//! the client is told of the gap ([`Resume::Unknown`]) instead of silently missing the events
+//! published before the restart. On Redis the ids are Redis's, shared by every instance.
+//!
 //! # Slow subscribers
 //!
 //! Each channel keeps its last `max(buffer, history)` events ([`BrokerBuilder::buffer`], default
@@ -23,23 +29,32 @@
 //! after a `: lagged` comment, and an `EventSource` reconnects with `Last-Event-ID`); with
 //! [`LagPolicy::Skip`] it jumps to the oldest event still kept and goes on.
 //!
+//! # `Last-Event-ID`
+//!
+//! A resume replays the events after the id, at most [`history`](BrokerBuilder::history) per
+//! channel (none with history 0), then goes on live; [`Subscription::resume`] says whether the
+//! replay was complete. The buffer is for live subscribers only: it never lengthens a replay.
+//!
 //! # Memory
 //!
-//! A channel's entry exists while it has subscribers, or while it keeps history (then the
-//! [history limit](BrokerBuilder::history_channels) bounds how many idle channels stay). With
-//! history off, the entry goes when its last subscriber leaves, so a churn of channel names
-//! can't grow memory.
+//! Everything the rings keep, history and buffers, shares one byte budget
+//! ([`BrokerBuilder::max_retained_bytes`], default 64 MiB), oldest events evicted first. A
+//! channel's entry exists while it has subscribers, or while it keeps history; a channel with
+//! no subscriber and no event goes at once, and the idle channels with history are bounded
+//! ([`BrokerBuilder::history_channels`]), the one idle longest evicted first. So neither a churn
+//! of made-up channel names nor large events can grow memory without bound.
 //!
 //! # Shutdown
 //!
 //! [`Broker::close`] refuses further publishes and ends every stream once it has delivered the
 //! events already published.
-
+//!
 //! # Layout
 //!
 //! [`BrokerBuilder`] (`builder.rs`) holds the settings; each channel is a ring (`ring.rs`);
 //! a [`Subscription`] (`subscription.rs`) is a cursor per channel; `resume.rs` reads ids and
-//! `Last-Event-ID`; `shared.rs` holds what the handles and subscriptions share. Where events
+//! `Last-Event-ID`; `retention.rs` bounds what is kept; `shared.rs` holds what the handles and
+//! subscriptions share. Where events
 //! travel beyond this process is the backend's business (`src/backend/`), behind a seam this
 //! module does not look past.
 
@@ -52,8 +67,8 @@ pub use self::{
     subscription::Subscription,
 };
 use self::{
-    resume::{parse_seq, resolve, Skip},
-    ring::{wake_all, Entry, Ring},
+    resume::{find_after, parse_seq, Skip},
+    ring::{wake_all, Entry},
     shared::{Handle, Shared},
     subscription::Cursor,
 };
@@ -61,7 +76,7 @@ pub use crate::error::{PublishError, SubscribeError};
 use crate::{
     backend::Backend,
     channel::{ChannelRules, Channels},
-    event::Event,
+    event::{finish, Event},
     sync::{lock, Ordering},
 };
 
@@ -69,6 +84,7 @@ mod builder;
 #[cfg(all(test, tower_sse_loom))]
 mod model;
 mod resume;
+mod retention;
 mod ring;
 mod shared;
 mod subscription;
@@ -90,8 +106,8 @@ mod tests;
 /// let mut subscription = broker.subscribe(&channels).await?;
 ///
 /// let id = broker.publish("news", Event::default().data("hi")).await?;
-/// assert_eq!(id, "1");
-/// assert_eq!(subscription.recv().await.unwrap(), "data: hi\nid: 1\n\n");
+/// let sent = format!("data: hi\nid: {id}\n\n");
+/// assert_eq!(subscription.recv().await.unwrap(), sent);
 /// # Ok(())
 /// # }
 /// ```
@@ -188,6 +204,11 @@ impl Broker {
         Handle::new(&self.inner)
     }
 
+    /// The longest publisher id taken ([`BrokerBuilder::max_id_len`]).
+    pub(crate) fn max_id_len(&self) -> usize {
+        self.inner.config.max_id_len
+    }
+
     /// The channel rules this broker checks names against.
     ///
     /// ```
@@ -199,7 +220,7 @@ impl Broker {
     }
 
     /// Publishes `event` to `channel` and returns the event's id: the publisher's, or the
-    /// sequence number assigned.
+    /// sequence number assigned (see [`BrokerBuilder::id_base`] for where they start).
     ///
     /// The event is encoded once, here; every subscriber gets the same bytes. Publishing to a
     /// channel nobody listens to (and without history) delivers nothing and still succeeds, as
@@ -216,7 +237,8 @@ impl Broker {
     /// # use tower_sse::{Broker, Event, PublishError, EventError};
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let broker = Broker::new();
+    /// // Ids from 1 (by default they start from the clock, see `BrokerBuilder::id_base`).
+    /// let broker = Broker::builder().id_base(0).build();
     /// assert_eq!(broker.publish("sse", Event::default().id("a")).await.unwrap(), "a");
     /// assert_eq!(broker.publish("sse", Event::default()).await.unwrap(), "2");
     /// assert!(matches!(
@@ -247,48 +269,61 @@ impl Broker {
     }
 
     fn check(&self, channel: &str, event: &Event) -> Result<(), PublishError> {
-        self.inner.config.rules.check_name(channel)?;
+        let config = &self.inner.config;
+        config.rules.check_name(channel)?;
         event.validate()?;
+        if event
+            .get_id()
+            .is_some_and(|id| id.len() > config.max_id_len)
+        {
+            return Err(PublishError::IdTooLong {
+                limit: config.max_id_len,
+            });
+        }
         if self.is_closed() {
             return Err(PublishError::Closed);
         }
         Ok(())
     }
 
-    /// Publishes in this process.
+    /// Publishes in this process. The event is encoded before the sequencer is taken, all but
+    /// the `id:` line when the id is the sequence number, so a large event holds up no other
+    /// publisher.
     fn publish_local(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
         self.check(channel, event)?;
         let inner = &*self.inner;
+        let given = event.get_id();
+        let encoded = match given {
+            Some(id) => Ok(event.encode(Some(id))),
+            // Room for the longest `id: {u64}` line.
+            None => Err(event.encode_head(30)),
+        };
         let wakers;
         let id;
         {
-            let mut last = lock(&inner.sequencer);
+            let mut sequencer = lock(&inner.sequencer);
             if inner.closed.load(Ordering::Acquire) {
                 return Err(PublishError::Closed);
             }
-            let seq = *last + 1;
-            let entry = match event.get_id() {
-                Some(given) => {
-                    id = given.to_owned();
-                    Entry {
-                        seq,
-                        origin: seq,
-                        bytes: event.encode(Some(given)),
-                        id: Some(given.into()),
-                    }
+            let seq = sequencer.last + 1;
+            let bytes = match encoded {
+                Ok(bytes) => {
+                    id = given.unwrap_or_default().to_owned();
+                    bytes
                 }
-                None => {
+                Err(head) => {
                     id = seq.to_string();
-                    Entry {
-                        seq,
-                        origin: seq,
-                        bytes: event.encode(Some(&id)),
-                        id: None,
-                    }
+                    finish(head, Some(&id))
                 }
             };
-            wakers = inner.deliver(channel, entry);
-            *last = seq;
+            let entry = Entry {
+                seq,
+                origin: seq,
+                bytes,
+                id: given.map(Into::into),
+            };
+            wakers = inner.deliver(&mut sequencer, channel, entry);
+            sequencer.last = seq;
         }
         wake_all(wakers);
         Ok(id)
@@ -345,7 +380,7 @@ impl Broker {
     /// # async fn main() {
     /// use tower_sse::{broker::Resume, Broker, Event};
     ///
-    /// let broker = Broker::builder().history(100).build();
+    /// let broker = Broker::builder().history(100).id_base(0).build();
     /// for data in ["a", "b", "c"] {
     ///     broker.publish("sse", Event::default().data(data)).await.unwrap();
     /// }
@@ -403,7 +438,7 @@ impl Broker {
             // Read before the replay: a data loss noticed from now on may have happened
             // before the replay was read, so don't skip what follows it (a duplicate at
             // worst, never a lost event).
-            let after = *lock(&self.inner.sequencer);
+            let after = lock(&self.inner.sequencer).last;
             let replay = backend
                 .replay(channels.names(), id, parse_seq(id))
                 .await
@@ -432,6 +467,8 @@ impl Broker {
             return Err(SubscribeError::Closed);
         }
         let config = &inner.config;
+        // The broker's rules hold whoever read the list (an access layer may have had others).
+        config.rules.check_list(channels)?;
         // Counted before anything else, and given back by the subscription's drop, also when
         // it fails halfway below.
         let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
@@ -445,17 +482,12 @@ impl Broker {
         }
         for name in channels.names() {
             // The entry guard holds the shard lock while the slot is taken, so the channel
-            // can't be removed in between (removal takes the same lock). For the same reason
-            // a new channel's floor is exact: a publish that found no channel has already
-            // moved the watermark.
+            // can't be removed in between (removal takes the same lock). A new channel's
+            // floor is exact: a publish raises the watermark before it looks for the channel.
             let mut created = false;
             let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
                 created = true;
-                Arc::new(Ring::new(
-                    name,
-                    inner.capacity,
-                    inner.watermark.load(Ordering::Acquire),
-                ))
+                inner.new_ring(name.clone(), inner.watermark.load(Ordering::Acquire))
             });
             let ring = entry.value().clone();
             let taken = ring.join(config.max_subscribers_per_channel);
@@ -463,31 +495,36 @@ impl Broker {
             if created {
                 inner.count_channels();
             }
-            let Some((slot, pos)) = taken else {
+            let Some((slot, pos, was_idle)) = taken else {
                 return Err(SubscribeError::TooManySubscribers {
                     channel: Some(name.clone()),
                     limit: config.max_subscribers_per_channel,
                 });
             };
-            subscription.cursors.push(Cursor {
-                name: name.clone(),
-                ring,
-                pos,
-                slot,
-            });
+            if was_idle {
+                inner.idle.fetch_sub(1, Ordering::AcqRel);
+            }
+            subscription.cursors.push(Cursor { ring, pos, slot });
         }
         if let Some(id) = last_event_id {
             let rings = subscription.cursors.iter().map(|c| &*c.ring);
-            let (resume, after) = resolve(rings, id, inner.watermark.load(Ordering::Acquire));
-            if let Some(after) = after {
-                // Only ever moves back inside the ring, so the events published since the
-                // slots were taken are still ahead of the cursor.
-                for cursor in &mut subscription.cursors {
-                    cursor.pos = cursor.ring.position_after(after);
+            let watermark = inner.watermark.load(Ordering::Acquire);
+            subscription.resume = match find_after(rings, id, inner.base, watermark) {
+                None => Resume::Unknown,
+                Some(after) => {
+                    // At most the history, newest first; this only ever moves a cursor back
+                    // inside its ring, so the events published since the slot was taken are
+                    // still ahead of it.
+                    let mut complete = true;
+                    for cursor in &mut subscription.cursors {
+                        let (pos, all) = cursor.ring.resume_after(after, config.history);
+                        cursor.pos = pos;
+                        complete &= all;
+                    }
+                    Resume::from_complete(complete)
                 }
-            }
-            tracing::debug!(last_event_id = id, ?resume, "resume");
-            subscription.resume = resume;
+            };
+            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
         }
         Ok(subscription)
     }

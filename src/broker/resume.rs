@@ -52,24 +52,20 @@ pub(crate) fn parse_seq(id: &str) -> Option<u64> {
     id.parse().ok()
 }
 
-/// Resolves `id` against the rings of a subscription's channels: the order number to resume
-/// after (`None`: unknown), and whether the rings hold every event after it. `watermark` is
-/// the newest order number given out.
-pub(crate) fn resolve<'a>(
-    rings: impl Iterator<Item = &'a Ring> + Clone,
+/// Finds the order number a resume from `id` starts after: a sequence number of this broker
+/// (after `base`, up to `watermark`, the newest given out), or else the newest kept event of
+/// `rings` with that publisher's id. `None`: an id this broker does not know (a foreign one,
+/// one from another process start).
+pub(crate) fn find_after<'a>(
+    mut rings: impl Iterator<Item = &'a Ring>,
     id: &str,
+    base: u64,
     watermark: u64,
-) -> (Resume, Option<u64>) {
-    let after = match parse_seq(id) {
-        Some(n) if n <= watermark => Some(n),
-        Some(_) => None,
-        None => rings.clone().find_map(|ring| ring.find_id(id)),
-    };
-    let Some(after) = after else {
-        return (Resume::Unknown, None);
-    };
-    let complete = rings.into_iter().all(|ring| ring.holds_all_after(after));
-    (Resume::from_complete(complete), Some(after))
+) -> Option<u64> {
+    match parse_seq(id) {
+        Some(n) => (base < n && n <= watermark).then_some(n),
+        None => rings.find_map(|ring| ring.find_id(id)),
+    }
 }
 
 /// Ring entries up to a backend sequence number were in a resumed stream's replay: they are

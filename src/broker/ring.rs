@@ -38,15 +38,21 @@ pub(crate) struct Entry {
 
 /// One channel: its ring and its subscribers' wake-up slots.
 pub(crate) struct Ring {
+    name: Arc<str>,
     state: Mutex<State>,
     /// [`crate::metrics::CHANNEL_SUBSCRIBERS`] for this channel.
-    subscribers: ::metrics::Gauge,
+    subscribers: Option<::metrics::Gauge>,
 }
 
 struct State {
     entries: VecDeque<Arc<Entry>>,
     /// How many entries the ring keeps.
     capacity: usize,
+    /// The encoded bytes of `entries`, for the broker's byte budget.
+    bytes: usize,
+    /// Whether the broker counts the ring among its idle channels (no subscriber, history
+    /// kept).
+    idle: bool,
     /// Ring position of `entries[0]`; positions count every event the channel ever had.
     head: u64,
     /// One slot per subscriber: the waker to call on the next publish.
@@ -74,13 +80,16 @@ pub(crate) enum Read {
 
 impl Ring {
     /// An empty ring keeping `capacity` entries; events up to order number `floor` are older
-    /// than the channel.
-    pub(crate) fn new(name: &str, capacity: usize, floor: u64) -> Ring {
+    /// than the channel. With `gauge`, it keeps the channel's subscriber gauge.
+    pub(crate) fn new(name: Arc<str>, capacity: usize, floor: u64, gauge: bool) -> Ring {
         Ring {
-            subscribers: crate::metrics::channel_subscribers(name),
+            subscribers: gauge.then(|| crate::metrics::channel_subscribers(&name)),
+            name,
             state: Mutex::new(State {
                 entries: VecDeque::with_capacity(capacity.min(64)),
                 capacity,
+                bytes: 0,
+                idle: false,
                 head: 0,
                 wakers: Slab::new(),
                 waiting: Vec::new(),
@@ -90,20 +99,48 @@ impl Ring {
     }
 
     /// Pushes `entry` (dropping the oldest when full), raises `watermark` to it and returns
-    /// the wakers to wake once the caller has released its own locks.
-    pub(crate) fn push(&self, entry: Entry, watermark: &AtomicU64) -> Vec<Waker> {
+    /// the wakers to wake once the caller has released its own locks, and the size of the
+    /// entry dropped, if one was.
+    pub(crate) fn push(&self, entry: Entry, watermark: &AtomicU64) -> (Vec<Waker>, Option<usize>) {
         let mut state = lock(&self.state);
-        if state.entries.len() == state.capacity {
-            if let Some(dropped) = state.entries.pop_front() {
-                state.floor = dropped.seq;
-            }
-            state.head += 1;
-        }
+        let dropped = if state.entries.len() == state.capacity {
+            state.pop_front()
+        } else {
+            None
+        };
         let seq = entry.seq;
+        state.bytes += entry.bytes.len();
         state.entries.push_back(Arc::new(entry));
         // Under the ring's lock: a reader that sees this entry also sees the watermark.
         watermark.fetch_max(seq, Ordering::Release);
-        state.take_wakers()
+        (state.take_wakers(), dropped)
+    }
+
+    /// Drops the oldest entry if its order number is `seq` (the byte budget's oldest); returns
+    /// its size, and whether the ring is then empty with no subscriber.
+    pub(crate) fn evict(&self, seq: u64) -> Option<(usize, bool)> {
+        let mut state = lock(&self.state);
+        if state.entries.front()?.seq != seq {
+            return None;
+        }
+        let len = state.pop_front()?;
+        Some((len, state.entries.is_empty() && state.wakers.is_empty()))
+    }
+
+    /// The channel's name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The encoded bytes the ring holds, and how many entries.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (state.bytes, state.entries.len())
+    }
+
+    /// The order number of the oldest entry kept.
+    pub(crate) fn oldest(&self) -> Option<u64> {
+        Some(lock(&self.state).entries.front()?.seq)
     }
 
     /// Takes every waiting subscriber's waker (on close).
@@ -112,17 +149,19 @@ impl Ring {
     }
 
     /// Takes a wake-up slot for a new subscriber, unless the ring has `max` already; returns
-    /// the slot and the position of the next event.
-    pub(crate) fn join(&self, max: usize) -> Option<(usize, u64)> {
+    /// the slot, the position of the next event, and whether the ring was idle (it is not
+    /// any more).
+    pub(crate) fn join(&self, max: usize) -> Option<(usize, u64, bool)> {
         let taken = {
             let mut state = lock(&self.state);
             (state.wakers.len() < max).then(|| {
                 let pos = state.head + state.entries.len() as u64;
-                (state.wakers.insert(None), pos)
+                let was_idle = std::mem::take(&mut state.idle);
+                (state.wakers.insert(None), pos, was_idle)
             })
         };
-        if taken.is_some() {
-            self.subscribers.increment(1.0);
+        if let (Some(_), Some(gauge)) = (&taken, &self.subscribers) {
+            gauge.increment(1.0);
         }
         taken
     }
@@ -134,7 +173,9 @@ impl Ring {
             wakers, waiting, ..
         } = &mut *state;
         wakers.remove(slot);
-        self.subscribers.decrement(1.0);
+        if let Some(gauge) = &self.subscribers {
+            gauge.decrement(1.0);
+        }
         // Without publishes, churn would leave stale slots in `waiting`: compact.
         if waiting.len() > 2 * wakers.len() + 64 {
             waiting.retain(|slot| wakers.get(*slot).is_some_and(Option::is_some));
@@ -144,14 +185,22 @@ impl Ring {
         wakers.is_empty()
     }
 
+    /// Marks the ring idle if it has no subscriber and holds events; returns whether it did.
+    pub(crate) fn mark_idle(&self) -> bool {
+        let mut state = lock(&self.state);
+        let idle = state.wakers.is_empty() && !state.entries.is_empty() && !state.idle;
+        state.idle |= idle;
+        idle
+    }
+
+    /// Whether the ring is marked idle.
+    pub(crate) fn is_idle(&self) -> bool {
+        lock(&self.state).idle
+    }
+
     /// How many subscribers the ring has.
     pub(crate) fn subscriber_count(&self) -> usize {
         lock(&self.state).wakers.len()
-    }
-
-    /// Whether every event of this channel after order number `after` is still in the ring.
-    pub(crate) fn holds_all_after(&self, after: u64) -> bool {
-        lock(&self.state).floor <= after
     }
 
     /// The order number of the newest kept entry with the publisher's id `id`.
@@ -165,11 +214,15 @@ impl Ring {
         Some(entry.seq)
     }
 
-    /// The position of the first kept entry after order number `after`.
-    pub(crate) fn position_after(&self, after: u64) -> u64 {
+    /// Where a resume after order number `after` starts: the position of the first kept
+    /// entry after it, but no more than `history` entries before the end; and whether that
+    /// replays every event after `after` (nothing dropped by the ring, nor cut by `history`).
+    pub(crate) fn resume_after(&self, after: u64, history: usize) -> (u64, bool) {
         let state = lock(&self.state);
         let kept = state.entries.partition_point(|e| e.seq <= after);
-        state.head + kept as u64
+        let newest = state.entries.len().saturating_sub(history);
+        let complete = state.floor <= after && kept >= newest;
+        (state.head + kept.max(newest) as u64, complete)
     }
 
     /// Moves a position that fell behind the ring's start up to it.
@@ -237,6 +290,15 @@ impl Ring {
 }
 
 impl State {
+    /// Drops the oldest entry; returns its size.
+    fn pop_front(&mut self) -> Option<usize> {
+        let dropped = self.entries.pop_front()?;
+        self.floor = dropped.seq;
+        self.head += 1;
+        self.bytes -= dropped.bytes.len();
+        Some(dropped.bytes.len())
+    }
+
     fn take_wakers(&mut self) -> Vec<Waker> {
         let State {
             wakers, waiting, ..

@@ -11,25 +11,31 @@ use dashmap::DashMap;
 
 use super::{
     builder::BrokerBuilder,
+    retention::{Channels, Retention},
     ring::{wake_all, Entry, Ring},
 };
 use crate::{
     backend::{Backend, Gone, Inbound, Message},
     metrics::Metrics,
-    sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering},
+    sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering},
 };
 
 /// What a broker's handles and subscriptions share.
 pub(super) struct Shared {
     pub(super) channels: DashMap<Arc<str>, Arc<Ring>>,
-    /// The last order number given out. Held while an event is put in its ring, so events
-    /// enter the rings in order.
-    pub(super) sequencer: Mutex<u64>,
+    /// Held while an event is put in its ring, so events enter the rings in order.
+    pub(super) sequencer: Mutex<Sequencer>,
     /// Every event up to this order number is in its ring. Readers take only those, which
     /// keeps streams over several channels in order.
     pub(super) watermark: AtomicU64,
+    /// The order numbers of this broker start after this one (see
+    /// [`BrokerBuilder::id_base`]); an id at or below it is from another start.
+    pub(super) base: u64,
     /// Open subscriptions, for [`BrokerBuilder::max_subscribers`].
     pub(super) subscribers: AtomicUsize,
+    /// Rings marked idle (no subscriber, history kept), for
+    /// [`BrokerBuilder::history_channels`].
+    pub(super) idle: AtomicUsize,
     /// The order number of the last event delivered before the backend last lost its data
     /// (0: never). See [`Inbound::data_lost`].
     pub(super) data_lost_at: AtomicU64,
@@ -42,17 +48,35 @@ pub(super) struct Shared {
     pub(super) backend: Option<Arc<dyn Backend>>,
 }
 
+/// What the sequencer lock guards.
+pub(super) struct Sequencer {
+    /// The last order number given out.
+    pub(super) last: u64,
+    pub(super) retention: Retention,
+}
+
 impl Shared {
     pub(super) fn new(config: BrokerBuilder, backend: Option<Arc<dyn Backend>>) -> Shared {
         // The ring keeps the history (in process) and takes a whole backfill after a backend
         // reconnect (up to the history, what the backend keeps): a subscriber may fall behind
         // by that much before it lags.
         let capacity = config.buffer.max(config.history);
+        // A backend numbers the events itself; here the numbers only order them.
+        let base = if backend.is_none() {
+            config.id_base.unwrap_or_else(clock_base)
+        } else {
+            0
+        };
         Shared {
             channels: DashMap::new(),
-            sequencer: Mutex::new(0),
-            watermark: AtomicU64::new(0),
+            sequencer: Mutex::new(Sequencer {
+                last: base,
+                retention: Retention::new(config.max_retained_bytes, config.history_channels),
+            }),
+            watermark: AtomicU64::new(base),
+            base,
             subscribers: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
             data_lost_at: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             capacity,
@@ -61,6 +85,7 @@ impl Shared {
             backend,
         }
     }
+
     /// Whether channels stay after their last subscriber, for their history.
     pub(super) fn keeps_idle_channels(&self) -> bool {
         self.backend.is_none() && self.config.history > 0
@@ -72,68 +97,97 @@ impl Shared {
         self.metrics.channels.set(self.channels.len() as f64);
     }
 
-    /// The last subscriber of `name` left: remove the channel, unless it keeps history.
-    pub(super) fn channel_left(&self, name: &Arc<str>) {
-        if self.keeps_idle_channels() {
-            return;
+    fn map(&self) -> Channels<'_> {
+        Channels {
+            map: &self.channels,
+            idle: &self.idle,
         }
-        // Checked again under the shard lock: a subscriber may have come meanwhile.
-        let removed = self
-            .channels
-            .remove_if(name, |_, ring| ring.subscriber_count() == 0);
-        if removed.is_some() {
-            self.count_channels();
+    }
+
+    /// A new ring for channel `name`: events up to `floor` are older than it.
+    pub(super) fn new_ring(&self, name: Arc<str>, floor: u64) -> Arc<Ring> {
+        let gauge = self.config.channel_metrics;
+        Arc::new(Ring::new(name, self.capacity, floor, gauge))
+    }
+
+    /// The last subscriber of `ring` left: remove it, or count it idle if it keeps history.
+    pub(super) fn channel_left(&self, ring: &Arc<Ring>) {
+        let removed = {
+            let mut sequencer = lock(&self.sequencer);
+            let retention = &mut sequencer.retention;
+            if self.keeps_idle_channels() {
+                retention.idle(&self.map(), ring);
+                false
+            } else {
+                retention.remove(&self.map(), ring)
+            }
+        };
+        if removed {
             if let Some(backend) = &self.backend {
-                backend.release(name.clone());
+                backend.release(ring.name().clone());
             }
         }
+        self.count_channels();
     }
 
-    /// Puts `entry` in its channel's ring and advances the watermark. The caller holds the
-    /// sequencer, so entries arrive in order; it wakes the returned wakers after releasing it.
-    pub(super) fn deliver(&self, name: &str, entry: Entry) -> Vec<Waker> {
+    /// Puts `entry` in channel `name`'s ring and advances the watermark, under the sequencer
+    /// (so entries arrive in order); returns the wakers to wake after releasing it.
+    pub(super) fn deliver(
+        &self,
+        sequencer: &mut MutexGuard<'_, Sequencer>,
+        name: &str,
+        entry: Entry,
+    ) -> Vec<Waker> {
         let seq = entry.seq;
-        if self.keeps_idle_channels() {
-            let new = !self.channels.contains_key(name);
-            if new {
-                self.evict_idle_history();
+        let len = entry.bytes.len();
+        // Raised first: a subscriber creating this channel from now on takes the watermark
+        // as its ring's floor, so this event is older than its ring or goes into it. Readers
+        // meanwhile see no entry above it in any ring (the sequencer is ours).
+        self.watermark.fetch_max(seq, Ordering::Release);
+        // Rings are removed only under the sequencer, so this one stays while we push.
+        let found = self.channels.get(name).map(|ring| ring.clone());
+        let (ring, created) = match found {
+            Some(ring) => (ring, false),
+            None if self.keeps_idle_channels() => {
+                let mut created = false;
+                let ring = self
+                    .channels
+                    .entry(Arc::from(name))
+                    .or_insert_with(|| {
+                        created = true;
+                        self.new_ring(Arc::from(name), seq - 1)
+                    })
+                    .clone();
+                (ring, created)
             }
-            let wakers = self
-                .channels
-                .entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Ring::new(name, self.capacity, seq - 1)))
-                .push(entry, &self.watermark);
-            if new {
-                self.count_channels();
-            }
-            wakers
-        } else {
-            match self.channels.get(name) {
-                Some(ring) => ring.push(entry, &self.watermark),
-                None => {
-                    // Under the shard's read lock, so a subscriber creating this channel next
-                    // sees this event as older than the channel.
-                    self.watermark.fetch_max(seq, Ordering::Release);
-                    Vec::new()
-                }
-            }
+            None => return Vec::new(),
+        };
+        let (wakers, dropped) = ring.push(entry, &self.watermark);
+        let map = self.map();
+        sequencer.retention.pushed(&map, &ring, seq, len, dropped);
+        if created {
+            // Born without subscribers: idle from the start.
+            sequencer.retention.idle(&map, &ring);
+            self.count_channels();
         }
+        self.metrics
+            .retained
+            .set(sequencer.retention.bytes() as f64);
+        wakers
     }
+}
 
-    /// Keeps idle channels with history under the configured count.
-    pub(super) fn evict_idle_history(&self) {
-        if self.channels.len() < self.config.history_channels {
-            return;
-        }
-        let idle = self
-            .channels
-            .iter()
-            .filter(|c| c.subscriber_count() == 0)
-            .count();
-        if idle >= self.config.history_channels {
-            self.channels.retain(|_, ring| ring.subscriber_count() > 0);
-        }
-    }
+/// The default [`BrokerBuilder::id_base`]: the start time in milliseconds since the Unix epoch,
+/// times one million. Ids of a later start are then all greater than those of an earlier one
+/// (unless a run published a million events per millisecond of its life, or the clock went
+/// back), and an id from before a restart reads as from another start.
+fn clock_base() -> u64 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    u64::try_from(ms)
+        .unwrap_or(u64::MAX / 1_000_000)
+        .saturating_mul(1_000_000)
 }
 
 /// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds.
@@ -157,15 +211,15 @@ impl Inbound for Handle {
     fn deliver(&self, channel: &str, message: Message) -> Result<(), Gone> {
         let inner = self.inner()?;
         let wakers = {
-            let mut last = lock(&inner.sequencer);
-            *last += 1;
+            let mut sequencer = lock(&inner.sequencer);
+            sequencer.last += 1;
             let entry = Entry {
-                seq: *last,
+                seq: sequencer.last,
                 origin: message.seq,
                 id: message.id,
                 bytes: message.bytes,
             };
-            inner.deliver(channel, entry)
+            inner.deliver(&mut sequencer, channel, entry)
         };
         wake_all(wakers);
         Ok(())
@@ -176,9 +230,9 @@ impl Inbound for Handle {
     fn data_lost(&self) -> Result<(), Gone> {
         let inner = self.inner()?;
         // An order number of its own, so it is after every replay read before it.
-        let mut last = lock(&inner.sequencer);
-        *last += 1;
-        inner.data_lost_at.store(*last, Ordering::Release);
+        let mut sequencer = lock(&inner.sequencer);
+        sequencer.last += 1;
+        inner.data_lost_at.store(sequencer.last, Ordering::Release);
         Ok(())
     }
 

@@ -31,7 +31,7 @@ use crate::sync::Ordering;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// # use tower_sse::{Broker, Event};
-/// let broker = Broker::new();
+/// let broker = Broker::builder().id_base(0).build();
 /// let channels = broker.channel_rules().parse_query(Some("channel=a")).unwrap();
 /// let mut subscription = broker.subscribe(&channels).await.unwrap();
 /// broker.publish("a", Event::default().data("1")).await.unwrap();
@@ -55,7 +55,6 @@ pub struct Subscription {
 
 /// A subscription's place in one channel.
 pub(super) struct Cursor {
-    pub(super) name: Arc<str>,
     pub(super) ring: Arc<Ring>,
     /// Ring position of the next event to deliver.
     pub(super) pos: u64,
@@ -76,7 +75,11 @@ impl fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field(
                 "channels",
-                &self.cursors.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+                &self
+                    .cursors
+                    .iter()
+                    .map(|c| &**c.ring.name())
+                    .collect::<Vec<_>>(),
             )
             .field("resume", &self.resume)
             .field("done", &self.done)
@@ -121,7 +124,7 @@ impl Subscription {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # use tower_sse::{Broker, Event};
-    /// # let broker = Broker::new();
+    /// # let broker = Broker::builder().id_base(0).build();
     /// # let channels = broker.channel_rules().parse_query(None).unwrap();
     /// let mut subscription = broker.subscribe(&channels).await.unwrap();
     /// broker.publish("sse", Event::default().data("x")).await.unwrap();
@@ -269,13 +272,13 @@ impl Drop for Subscription {
         // for subscribe: operators filter on it.
         tracing::debug!(
             target: "tower_sse::broker",
-            channels = ?self.cursors.iter().map(|c| &*c.name).collect::<Vec<_>>(),
+            channels = ?self.cursors.iter().map(|c| &**c.ring.name()).collect::<Vec<_>>(),
             "unsubscribed"
         );
         let inner = &*self.shared;
         for cursor in self.cursors.drain(..) {
             if cursor.ring.leave(cursor.slot) {
-                inner.channel_left(&cursor.name);
+                inner.channel_left(&cursor.ring);
             }
         }
         inner.subscribers.fetch_sub(1, Ordering::AcqRel);

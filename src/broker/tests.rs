@@ -37,6 +37,7 @@ fn send_and_sync() {
 #[test]
 fn subscriber_limits_refuse_cleanly_and_free_on_drop() {
     let broker = Broker::builder()
+        .id_base(0)
         .max_subscribers(3)
         .max_subscribers_per_channel(2)
         .build();
@@ -62,7 +63,7 @@ fn subscriber_limits_refuse_cleanly_and_free_on_drop() {
 
 #[test]
 fn publish_wakes_a_waiting_subscriber() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
     let mut recv = task::spawn(sub.recv());
     assert_pending!(recv.poll());
@@ -73,7 +74,7 @@ fn publish_wakes_a_waiting_subscriber() {
 
 #[test]
 fn several_channels_in_sequence_order() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let mut sub = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
     publish(&broker, "b", "1");
     publish(&broker, "c", "not mine");
@@ -88,7 +89,7 @@ fn several_channels_in_sequence_order() {
 
 #[test]
 fn coalescing_stops_at_max_bytes() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
     for _ in 0..3 {
         publish(&broker, "a", "0123456789");
@@ -108,7 +109,7 @@ fn coalescing_stops_at_max_bytes() {
 
 #[test]
 fn laggard_is_disconnected_without_holding_up_others() {
-    let broker = Broker::builder().buffer(2).build();
+    let broker = Broker::builder().id_base(0).buffer(2).build();
     let mut slow = broker.sub(&channels(&broker, "channel=a")).unwrap();
     let mut fast = broker.sub(&channels(&broker, "channel=a")).unwrap();
     for i in 0..5 {
@@ -126,6 +127,7 @@ fn laggard_is_disconnected_without_holding_up_others() {
 #[test]
 fn laggard_skips_with_skip_policy() {
     let broker = Broker::builder()
+        .id_base(0)
         .buffer(2)
         .lag_policy(LagPolicy::Skip)
         .build();
@@ -142,7 +144,7 @@ fn laggard_skips_with_skip_policy() {
 
 #[test]
 fn last_subscriber_leaving_removes_the_channel() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let a1 = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
     let a2 = broker.sub(&channels(&broker, "channel=a")).unwrap();
     assert_eq!(broker.channel_count(), 2);
@@ -163,7 +165,7 @@ fn recv_now(sub: &mut Subscription) -> String {
 
 #[test]
 fn resume_replays_kept_events_then_live_without_gap_or_duplicate() {
-    let broker = Broker::builder().history(10).build();
+    let broker = Broker::builder().id_base(0).history(10).build();
     for i in 1..=5 {
         publish(&broker, if i % 2 == 0 { "a" } else { "b" }, &i.to_string());
     }
@@ -181,7 +183,7 @@ fn resume_replays_kept_events_then_live_without_gap_or_duplicate() {
 
 #[test]
 fn resume_after_a_publisher_id() {
-    let broker = Broker::builder().history(10).build();
+    let broker = Broker::builder().id_base(0).history(10).build();
     publish(&broker, "a", "1");
     broker
         .publish_local("a", &Event::default().id("x").data("2"))
@@ -194,7 +196,7 @@ fn resume_after_a_publisher_id() {
 
 #[test]
 fn resume_from_an_id_older_than_history_replays_all_kept_and_says_gap() {
-    let broker = Broker::builder().buffer(1).history(2).build();
+    let broker = Broker::builder().id_base(0).buffer(1).history(2).build();
     for i in 1..=5 {
         publish(&broker, "a", &i.to_string());
     }
@@ -208,7 +210,7 @@ fn resume_from_an_id_older_than_history_replays_all_kept_and_says_gap() {
 
 #[test]
 fn resume_from_unknown_ids_is_live_only() {
-    let broker = Broker::builder().history(10).build();
+    let broker = Broker::builder().id_base(0).history(10).build();
     publish(&broker, "a", "1");
     for id in ["zzz", "99", "01", "+1", ""] {
         let mut sub = broker.res(&channels(&broker, "channel=a"), id).unwrap();
@@ -220,7 +222,7 @@ fn resume_from_unknown_ids_is_live_only() {
 #[test]
 fn resume_on_a_channel_that_did_not_exist_is_a_gap() {
     // Without history the channel is gone when its subscriber leaves.
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
     publish(&broker, "a", "1");
     drop(sub);
@@ -231,7 +233,11 @@ fn resume_on_a_channel_that_did_not_exist_is_a_gap() {
 
 #[test]
 fn idle_history_channels_are_bounded() {
-    let broker = Broker::builder().history(4).history_channels(10).build();
+    let broker = Broker::builder()
+        .id_base(0)
+        .history(4)
+        .history_channels(10)
+        .build();
     for i in 0..1000 {
         publish(&broker, &format!("c{i}"), "x");
     }
@@ -240,7 +246,7 @@ fn idle_history_channels_are_bounded() {
 
 #[test]
 fn close_delivers_what_was_published_then_ends() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
     let mut waiting = broker.sub(&channels(&broker, "channel=a")).unwrap();
     let mut wait = task::spawn(async {
@@ -265,7 +271,7 @@ fn close_delivers_what_was_published_then_ends() {
 
 #[test]
 fn invalid_input_publishes_nothing() {
-    let broker = Broker::new();
+    let broker = Broker::builder().id_base(0).build();
     let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
     assert!(broker
         .publish_local("a", &Event::default().event("x\ny"))
@@ -275,4 +281,159 @@ fn invalid_input_publishes_nothing() {
     assert_pending!(task::spawn(sub.recv()).poll());
     // And the failed ones used no id.
     assert_eq!(publish(&broker, "a", "ok"), "1");
+}
+
+#[test]
+fn a_channel_that_retains_nothing_goes_with_its_last_subscriber() {
+    let broker = Broker::builder().id_base(0).history(10).build();
+    for i in 0..100 {
+        drop(
+            broker
+                .sub(&channels(&broker, &format!("channel=c{i}")))
+                .unwrap(),
+        );
+    }
+    assert_eq!(broker.channel_count(), 0);
+}
+
+#[test]
+fn idle_history_channels_go_idle_longest_first() {
+    let broker = Broker::builder()
+        .id_base(0)
+        .history(4)
+        .history_channels(2)
+        .build();
+    for name in ["a", "b", "c"] {
+        publish(&broker, name, "x");
+    }
+    // `a` was idle longest.
+    assert_eq!(broker.channel_count(), 2);
+    assert!(!broker.inner.channels.contains_key("a"));
+    // A subscriber takes `b` off the idle list; `b` stays while `c` and then `d` go idle.
+    let b = broker.sub(&channels(&broker, "channel=b")).unwrap();
+    publish(&broker, "d", "x");
+    publish(&broker, "e", "x");
+    assert!(broker.inner.channels.contains_key("b"));
+    assert!(!broker.inner.channels.contains_key("c"));
+    // Back to idle, now the newest idle.
+    drop(b);
+    publish(&broker, "f", "x");
+    assert!(broker.inner.channels.contains_key("b"));
+    assert!(!broker.inner.channels.contains_key("d"));
+    assert_eq!(broker.inner.idle.load(Ordering::Acquire), 2);
+}
+
+#[test]
+fn the_byte_budget_evicts_the_oldest_events_of_any_channel() {
+    // Each event is "data: xxxxxxxxxx\nid: N\n\n": 24 bytes with a one-digit id.
+    let broker = Broker::builder()
+        .id_base(0)
+        .history(100)
+        .max_retained_bytes(3 * 24)
+        .build();
+    for name in ["a", "b", "a", "b", "a"] {
+        publish(&broker, name, "xxxxxxxxxx");
+    }
+    let retained = lock(&broker.inner.sequencer).retention.bytes();
+    assert_eq!(retained, 3 * 24);
+    // a had 1, 3 and 5: 1 is gone, so a resume from before it has a gap; from 1, none.
+    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+    assert_eq!(
+        recv_now(&mut sub),
+        "data: xxxxxxxxxx\nid: 3\n\ndata: xxxxxxxxxx\nid: 5\n\n"
+    );
+    // b had 2 and 4: 2 is gone.
+    let mut sub = broker.res(&channels(&broker, "channel=b"), "1").unwrap();
+    assert_eq!(sub.resume(), Resume::Gap);
+    assert_eq!(recv_now(&mut sub), "data: xxxxxxxxxx\nid: 4\n\n");
+}
+
+#[test]
+fn a_channel_emptied_by_the_byte_budget_goes() {
+    let broker = Broker::builder()
+        .id_base(0)
+        .history(100)
+        .max_retained_bytes(100)
+        .build();
+    for i in 0..50 {
+        publish(&broker, &format!("c{i}"), "xxxxxxxxxx");
+    }
+    assert!(broker.channel_count() <= 5, "{}", broker.channel_count());
+    let retained = lock(&broker.inner.sequencer).retention.bytes();
+    assert!(retained <= 100, "{retained}");
+}
+
+#[test]
+fn a_resume_replays_at_most_the_history() {
+    // A subscriber keeps the channel and its buffer of 256; the history is 2.
+    let broker = Broker::builder().id_base(0).history(2).build();
+    let _keeper = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    for i in 1..=5 {
+        publish(&broker, "a", &i.to_string());
+    }
+    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    assert_eq!(sub.resume(), Resume::Gap);
+    assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
+    let sub = broker.res(&channels(&broker, "channel=a"), "3").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+}
+
+#[test]
+fn without_history_a_resume_replays_nothing() {
+    let broker = Broker::builder().id_base(0).build();
+    let _keeper = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    for i in 1..=3 {
+        publish(&broker, "a", &i.to_string());
+    }
+    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    assert_eq!(sub.resume(), Resume::Gap);
+    assert_pending!(task::spawn(sub.recv()).poll());
+    // Nothing missed: complete, and nothing to replay.
+    let sub = broker.res(&channels(&broker, "channel=a"), "3").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+}
+
+#[test]
+fn ids_of_another_start_are_unknown() {
+    let before = Broker::builder().id_base(1_000).history(10).build();
+    let old = publish(&before, "a", "x");
+    assert_eq!(old, "1001");
+    let after = Broker::builder().id_base(2_000).history(10).build();
+    for _ in 0..5 {
+        publish(&after, "a", "x");
+    }
+    let sub = after.res(&channels(&after, "channel=a"), &old).unwrap();
+    assert_eq!(sub.resume(), Resume::Unknown);
+    // By default the ids start from the clock: a later broker's are greater.
+    let first: u64 = publish(&Broker::new(), "a", "x").parse().unwrap();
+    assert!(first > 1_700_000_000_000_000_000, "{first}");
+}
+
+#[test]
+fn the_brokers_channel_rules_hold_for_a_list_read_elsewhere() {
+    let broker = Broker::builder()
+        .id_base(0)
+        .channel_rules(ChannelRules::default().max_len(3))
+        .build();
+    let lax = ChannelRules::default()
+        .parse_query(Some("channel=toolong"))
+        .unwrap();
+    let err = broker.sub(&lax).unwrap_err();
+    assert!(matches!(err, SubscribeError::Channel(_)), "{err}");
+    assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    assert_eq!(broker.channel_count(), 0);
+    assert_eq!(broker.total_subscribers(), 0);
+}
+
+#[test]
+fn ids_longer_than_a_last_event_id_may_be_are_refused() {
+    let broker = Broker::builder().id_base(0).max_id_len(4).build();
+    assert!(broker
+        .publish_local("a", &Event::default().id("abcd"))
+        .is_ok());
+    assert!(matches!(
+        broker.publish_local("a", &Event::default().id("abcde")),
+        Err(PublishError::IdTooLong { limit: 4 })
+    ));
 }
