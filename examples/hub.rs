@@ -41,7 +41,7 @@ use std::{
 use axum::{
     body::Bytes,
     extract::{DefaultBodyLimit, FromRequest, Request, State},
-    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
+    http::{header, request::Parts, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, get_service, post},
     Json, Router,
@@ -78,9 +78,12 @@ pub struct Args {
     /// Seconds without events before a keep-alive comment is sent (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub keep_alive: u64,
-    /// Events kept per channel for clients resuming with Last-Event-ID.
+    /// Events a client resuming with Last-Event-ID gets at most, per channel (0: none).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub history: usize,
+    /// The most bytes of events kept in all, history and buffers; the oldest go first.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_retained_bytes: usize,
 }
 
 /// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
@@ -99,7 +102,9 @@ pub fn redis_url(
 
 /// The broker the flags ask for: in process, or on Redis.
 pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
-    let builder = Broker::builder().history(args.history);
+    let builder = Broker::builder()
+        .history(args.history)
+        .max_retained_bytes(args.max_retained_bytes);
     match &args.redis_url {
         None => Ok(builder.build()),
         #[cfg(feature = "redis")]
@@ -163,6 +168,7 @@ pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
+            // No series per channel (the broker's default): the label values are bounded.
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             if let Err(err) = metrics::set_global_recorder(recorder) {
@@ -176,7 +182,7 @@ pub fn metrics() -> PrometheusHandle {
 async fn scrape(State(hub): State<Hub>, req: Request) -> Response {
     if let Some(token) = &hub.token {
         if let Err(denied) = authorize(token, req.headers(), req.uri().query()) {
-            return refusal(denied);
+            return denied.into_response();
         }
     }
     (
@@ -202,7 +208,7 @@ async fn publish(State(hub): State<Hub>, req: Request) -> Response {
 
 async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
     if let Some(token) = &hub.token {
-        authorize(token, req.headers(), req.uri().query()).map_err(refusal)?;
+        authorize(token, req.headers(), req.uri().query()).map_err(Denied::into_response)?;
     }
     let params = PublishParams::parse(req.uri().query().unwrap_or("")).map_err(bad_request)?;
     // Reading the body after the checks: a refused request costs no buffering.
@@ -317,17 +323,6 @@ fn same(given: &[u8], expected: &[u8]) -> bool {
 
 fn bad_request(reason: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, reason.into()).into_response()
-}
-
-// `Denied`'s own response, copied: `Denied::into_response` is crate-private for now.
-fn refusal(denied: Denied) -> Response {
-    let mut res = (denied.status(), denied.reason().to_owned()).into_response();
-    if denied.status() == StatusCode::UNAUTHORIZED {
-        let challenge = HeaderValue::from_static("Bearer");
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge);
-    }
-    res
 }
 
 /// Waits for `signal`, then closes the broker so that every stream ends and the server's

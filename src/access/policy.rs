@@ -157,7 +157,18 @@ impl Denied {
         &self.reason
     }
 
-    pub(crate) fn into_response<B: From<Bytes>>(self) -> Response<B> {
+    /// The response for this denial: its status, the reason as a `text/plain` body, and the
+    /// `WWW-Authenticate` challenge on a 401. [`Access`](crate::access::Access) answers with
+    /// it; a handler that checks the same credentials (a publish endpoint) can too.
+    ///
+    /// ```
+    /// # use tower_sse::access::Denied;
+    /// let res: http::Response<String> = Denied::unauthorized("sign in").into_response();
+    /// assert_eq!(res.status(), http::StatusCode::UNAUTHORIZED);
+    /// assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    /// assert_eq!(res.body(), "sign in");
+    /// ```
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let mut res = plain(self.status, self.reason.into_owned());
         if let Some(challenge) = self.challenge {
             res.headers_mut()
