@@ -1,0 +1,136 @@
+//! A private `redis-server` child process on a free loopback port, without persistence, killed
+//! on drop: the starter of `tests/redis.rs`, trimmed, for the test files that run the hub
+//! binary on Redis (`tests/trust.rs`, `tests/redis_faults.rs`, through `#[path]`). Without
+//! `redis-server` on PATH the tests say so on stderr and pass, unless
+//! `TOWER_SSE_REQUIRE_REDIS=1`.
+
+#![allow(dead_code)] // each test uses its part
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use crate::support::guard;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+pub const REQUIRE: &str = "TOWER_SSE_REQUIRE_REDIS";
+
+/// A private `redis-server`, killed (SIGKILL) on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    /// `None` (after a loud message) when `redis-server` is not installed.
+    pub async fn start() -> Option<RedisServer> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            if std::env::var(REQUIRE).as_deref() == Ok("1") {
+                panic!("{REQUIRE}=1 but `redis-server` is not on PATH: install redis-server");
+            }
+            // Straight to the file descriptor: the test harness captures `eprintln!`.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!(
+                    "\n**********\n** SKIPPED: `redis-server` is not on PATH, so this Redis \
+                     test did not run.\n** Install redis-server, or set {REQUIRE}=1 to make \
+                     this an error.\n**********\n"
+                )
+                .as_bytes(),
+            );
+            return None;
+        }
+        // The port is free when picked, but something else may take it before the server
+        // binds: then try another.
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("bind 127.0.0.1:0")
+                .port();
+            if let Some(server) = RedisServer::spawn(port).await {
+                return Some(server);
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Starts a server on `port`; `None` if it exited (port taken).
+    async fn spawn(port: u16) -> Option<RedisServer> {
+        let port_arg = port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        // Killed on drop from here on.
+        let mut server = RedisServer { port, child };
+        let up = guard("redis-server answers PING", async {
+            loop {
+                if server.child.try_wait().ok().flatten().is_some() {
+                    return false;
+                }
+                if ping(port).await {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        up.then_some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a server answers on `port`.
+pub async fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0; 64];
+    match stream.read(&mut buf).await {
+        Ok(n) => buf[..n].starts_with(b"+PONG"),
+        Err(_) => false,
+    }
+}
+
+/// Starts a server, or skips the test.
+macro_rules! redis_server {
+    () => {
+        match $crate::redis_server::RedisServer::start().await {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+pub(crate) use redis_server;
