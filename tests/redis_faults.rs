@@ -17,52 +17,13 @@ mod redis_server;
 use std::time::Duration;
 
 use hub_process::{field, pause, Frames, HubProcess};
-use redis_server::redis_server;
+use redis_server::{redis_server, Stopped};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use support::{guard, send, text};
 
 /// How soon the hub must answer while Redis is paused ("within a few seconds"), with room for
 /// a busy machine. A hang guard: nothing is measured against it.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-
-/// A process stopped with `SIGSTOP`, continued with `SIGCONT` on drop (also when the test
-/// fails), so that its owner can kill it.
-struct Stopped(u32);
-
-impl Stopped {
-    /// Stops `pid` and waits until the kernel reports it stopped.
-    async fn new(pid: u32) -> Stopped {
-        signal(pid, libc::SIGSTOP);
-        let stopped = Stopped(pid);
-        guard("redis-server is stopped", async {
-            while !is_stopped(pid) {
-                pause().await;
-            }
-        })
-        .await;
-        stopped
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        signal(self.0, libc::SIGCONT);
-    }
-}
-
-fn signal(pid: u32, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(pid).expect("a pid");
-    // SAFETY: `kill` has no memory effects; the pid is our own child's, not yet reaped.
-    let done = unsafe { libc::kill(pid, signal) };
-    assert_eq!(done, 0, "kill({pid}, {signal})");
-}
-
-/// State `T` (stopped) in `/proc/PID/stat`: the field after the parenthesised name.
-fn is_stopped(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-    state.is_some_and(|state| state.starts_with('T'))
-}
 
 /// Sends, and panics if no answer comes within [`ANSWER_WITHIN`].
 async fn answered(what: &str, request: RequestBuilder) -> Response {

@@ -29,7 +29,8 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where a broker's events travel: publish, keep channels subscribed, replay history.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Stores and spreads `event` on `channel`; returns its id (the publisher's, or the one
-    /// the backend assigned). The event has been validated.
+    /// the backend assigned). The event has been validated. An error is an
+    /// [`OutcomeUnknown`] when the event may have been published all the same.
     fn publish<'a>(
         &'a self,
         channel: &'a str,
@@ -76,6 +77,25 @@ pub(crate) struct Replay {
     pub(crate) snapshot: u64,
     /// The encoded events to replay, in order.
     pub(crate) events: Vec<Bytes>,
+}
+
+/// A publish sent to the backend that got no answer in time (or lost its connection on the
+/// way): the event may or may not have been published. The broker answers it with
+/// [`PublishError::Unknown`](crate::PublishError::Unknown) rather than `Backend`.
+#[derive(Debug)]
+pub(crate) struct OutcomeUnknown(pub(crate) BoxError);
+
+impl std::fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Transparent: says what went wrong, as the error it wraps.
+impl std::error::Error for OutcomeUnknown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// The broker was dropped: the backend's task can stop.
