@@ -14,7 +14,7 @@ mod hub_process;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hub_process::{field, pause, Frames, HubProcess};
 use redis_server::{redis_server, Stopped};
@@ -25,20 +25,29 @@ use support::{guard, send, text};
 /// a busy machine. A hang guard: nothing is measured against it.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// Sends, and panics if no answer comes within [`ANSWER_WITHIN`].
+/// Sends, and panics if no answer comes within [`ANSWER_WITHIN`]. Prints how long the answer
+/// took (`--nocapture`).
 async fn answered(what: &str, request: RequestBuilder) -> Response {
+    let start = Instant::now();
     match tokio::time::timeout(ANSWER_WITHIN, request.send()).await {
-        Ok(res) => res.expect("a response"),
+        Ok(res) => {
+            let res = res.expect("a response");
+            eprintln!("{what}: {} in {:?}", res.status(), start.elapsed());
+            res
+        }
         Err(_) => panic!("{what}, with Redis paused: no answer within {ANSWER_WITHIN:?}"),
     }
 }
 
-/// After `SIGCONT`: retries a stream on `channel` until the hub answers 200.
+/// After `SIGCONT`: retries a stream on `channel` until the hub answers 200. Prints how long
+/// that took (`--nocapture`).
 async fn stream_when_back(hub: &HubProcess, channel: &str) -> Frames {
+    let start = Instant::now();
     guard("a new stream succeeds once Redis is back", async {
         loop {
             let res = send(hub.events(&format!("channel={channel}"), None)).await;
             if res.status() == StatusCode::OK {
+                eprintln!("a new stream: 200 {:?} after SIGCONT", start.elapsed());
                 return Frames::new(res);
             }
             assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -51,10 +60,12 @@ async fn stream_when_back(hub: &HubProcess, channel: &str) -> Frames {
 /// After `SIGCONT`: retries a publish while the hub answers 5xx, as a publisher would, and
 /// returns the status it ends with.
 async fn publish_when_back(hub: &HubProcess, query: &str, data: &str) -> StatusCode {
+    let start = Instant::now();
     guard("a publish is answered once Redis is back", async {
         loop {
             let res = send(hub.post(query, data.to_owned())).await;
             if !res.status().is_server_error() {
+                eprintln!("a publish: {} {:?} later", res.status(), start.elapsed());
                 return res.status();
             }
             pause().await;
