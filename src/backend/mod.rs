@@ -45,7 +45,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn release(&self, channel: Arc<str>);
 
     /// The stored events of `channels` after `last_event_id` (read as the backend sequence
-    /// number `seq` when it is one).
+    /// number `seq` when it is one): on each channel at most the broker's
+    /// [history](crate::BrokerBuilder::history), the newest, and `complete` only if none is
+    /// left out.
     fn replay<'a>(
         &'a self,
         channels: &'a [Arc<str>],

@@ -9,8 +9,9 @@
 //!
 //! - Every await on Redis is bounded by [`TIMEOUT`]. A command without an answer in time
 //!   ends the connection as if it had dropped: it is replaced, its channels subscribed again
-//!   and backfilled. So one command stuck on a paused Redis costs its caller [`TIMEOUT`], and
-//!   holds up the requests behind it no longer than that.
+//!   and backfilled. So a command stuck on a paused Redis costs its caller [`TIMEOUT`] (a new
+//!   channel takes two steps: SUBSCRIBE, then reading the counter), and holds up the
+//!   requests behind it no longer than that.
 //! - After [`HEALTH_INTERVAL`] without a message the task sends a PING; no answer within
 //!   [`TIMEOUT`] and the connection is replaced, as above: a paused Redis or a partition
 //!   (TCP up, nothing answers) is found within `HEALTH_INTERVAL + HEALTH_TICK + TIMEOUT`,
