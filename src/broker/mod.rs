@@ -254,7 +254,7 @@ impl Broker {
                 Ok(()) => backend
                     .publish(channel, &event)
                     .await
-                    .map_err(PublishError::Backend),
+                    .map_err(PublishError::from_backend),
                 Err(err) => Err(err),
             },
         };

@@ -190,11 +190,13 @@ fn clock_base() -> u64 {
         .saturating_mul(1_000_000)
 }
 
-/// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds.
+/// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds
+/// (unused without a backend feature).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(super) struct Handle(Weak<Shared>);
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl Handle {
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn new(shared: &Arc<Shared>) -> Handle {
         Handle(Arc::downgrade(shared))
     }
