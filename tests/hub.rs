@@ -1,9 +1,6 @@
-//! The standalone hub (`examples/hub.rs`) over real sockets: its router served on
+//! The standalone hub (`tower_sse::hub`) over real sockets: its router served on
 //! `127.0.0.1:0`, reqwest as the client, eventsource-stream as the parser.
-
-#[path = "../examples/hub.rs"]
-#[allow(dead_code)]
-mod hub;
+#![cfg(feature = "hub")]
 
 #[path = "support/events.rs"]
 mod events;
@@ -21,7 +18,7 @@ use events::Events;
 use reqwest::{header, Client, RequestBuilder, Response, StatusCode};
 use support::{client, guard, send, text, wait_until};
 use tokio::net::TcpListener;
-use tower_sse::Broker;
+use tower_sse::{hub, Broker};
 
 const TOKEN: &str = "s3cret";
 const MIB: usize = 1024 * 1024;

@@ -20,25 +20,10 @@ use crate::support::{client, guard, send, text};
 use futures_util::StreamExt;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 
-/// The hub binary. Today the example `hub`, which a plain `cargo test --all-features` builds
-/// into `target/<profile>/examples/hub` beside the test executable's `deps/`; a run of one
-/// test file (`--test trust`) does not build examples, so build it first:
-/// `cargo build --all-features --example hub`. Once the hub is a `[[bin]]`, this becomes
-/// `PathBuf::from(env!("CARGO_BIN_EXE_tower-sse-hub"))`, which Cargo always builds.
+/// The hub binary, `tower-sse-hub`, which Cargo builds for the integration tests (with the
+/// features of the test run; the test files that use it need `hub`).
 pub fn hub_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable is in target/<profile>/deps");
-    let hub = profile.join("examples").join("hub");
-    assert!(
-        hub.is_file(),
-        "no hub binary at {}: build it with `cargo build --all-features --example hub` \
-         (a plain `cargo test --all-features` builds it too)",
-        hub.display()
-    );
-    hub
+    PathBuf::from(env!("CARGO_BIN_EXE_tower-sse-hub"))
 }
 
 /// Between checks of a state only the child process knows (its RSS, its metrics).

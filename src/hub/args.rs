@@ -1,0 +1,104 @@
+//! The command line, and the broker it asks for.
+
+use std::error::Error;
+
+use clap::{builder::NonEmptyStringValueParser, Parser};
+
+use crate::Broker;
+
+/// The hub's flags, as `tower-sse-hub --help` lists them.
+///
+/// ```
+/// use clap::Parser;
+/// use tower_sse::hub::Args;
+///
+/// let args = Args::parse_from(["tower-sse-hub", "--token", "s3cret", "--history", "100"]);
+/// assert_eq!(args.bind, "127.0.0.1:8080");
+/// assert_eq!(args.token.as_deref(), Some("s3cret"));
+/// assert_eq!((args.keep_alive, args.history), (15, 100));
+/// ```
+#[derive(Debug, Parser)]
+#[command(
+    name = "tower-sse-hub",
+    version,
+    about = "Server-sent events hub: POST /publish, GET /events (EventSource), GET /healthz.",
+    // Not this doc comment, which is for Rust readers.
+    long_about = None
+)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Redis URL, so several hubs share channels (needs the `redis` feature); else
+    /// $SSE_REDIS_URL, else $REDIS_URL, else the hub keeps everything in process.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Bearer token needed to publish and to subscribe to `private.*` channels.
+    #[arg(long, value_name = "SECRET", value_parser = NonEmptyStringValueParser::new())]
+    pub token: Option<String>,
+    /// Seconds without events before a keep-alive comment is sent (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub keep_alive: u64,
+    /// Events a client resuming with Last-Event-ID gets at most, per channel (0: none).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub history: usize,
+    /// The most bytes of events kept in all, history and buffers; the oldest go first.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_retained_bytes: usize,
+}
+
+/// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
+/// `REDIS_URL` (flask-sse's names). With the `redis` feature, [`run`](super::run) passes the
+/// two variables as `tower_sse::redis::url_from_env` reads them, already in that order.
+///
+/// ```
+/// use tower_sse::hub::redis_url;
+///
+/// let url = |s: &str| Some(s.to_owned());
+/// assert_eq!(redis_url(None, url(""), url("redis://r/")), url("redis://r/"));
+/// assert_eq!(redis_url(url("redis://flag/"), url("redis://sse/"), None), url("redis://flag/"));
+/// assert_eq!(redis_url(None, None, None), None);
+/// ```
+pub fn redis_url(
+    flag: Option<String>,
+    sse_redis_url: Option<String>,
+    redis_url: Option<String>,
+) -> Option<String> {
+    [flag, sse_redis_url, redis_url]
+        .into_iter()
+        .flatten()
+        .find(|url| !url.is_empty())
+}
+
+/// The broker the flags ask for: in process, or on Redis.
+///
+/// # Errors
+///
+/// Redis can't be reached, or a Redis URL is given to a hub built without the `redis`
+/// feature (it is refused, never ignored).
+///
+/// ```
+/// use clap::Parser;
+/// use tower_sse::hub::{broker, Args};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = broker(&Args::parse_from(["tower-sse-hub", "--history", "10"])).await?;
+/// assert!(!broker.is_closed());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
+    let builder = Broker::builder()
+        .history(args.history)
+        .max_retained_bytes(args.max_retained_bytes);
+    match &args.redis_url {
+        None => Ok(builder.build()),
+        #[cfg(feature = "redis")]
+        Some(url) => Ok(builder.connect_redis(url).await?),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err("the Redis backend needs the `redis` feature: \
+                        cargo install --path . --features hub,redis"
+            .into()),
+    }
+}
