@@ -29,7 +29,7 @@ async fn subscribers(State(broker): State<Broker>, Query(query): Query<Channel>)
 }
 
 /// The hub's routes (no token, keep-alive every 15 s), and ours beside them.
-fn app(broker: Broker) -> Router {
+pub fn app(broker: Broker) -> Router {
     let ours = Router::new()
         .route("/subscribers", get(subscribers))
         .with_state(broker.clone());
