@@ -1,10 +1,23 @@
 //! Listening, serving, and stopping on a signal.
 
-use std::{error::Error, future::Future, io, time::Duration};
+use std::{
+    error::Error,
+    future::{Future, IntoFuture},
+    io,
+    net::SocketAddr,
+    time::Duration,
+};
 
-use tokio::net::{lookup_host, TcpListener, TcpSocket};
+use tokio::{
+    net::{lookup_host, TcpListener, TcpSocket},
+    sync::watch,
+};
 
-use super::{app, args::redis_url, broker, metrics, Args};
+use super::{
+    app::{metrics_routes, routes, traced, Hub},
+    args::redis_url,
+    broker, cors, metrics, protect, Args,
+};
 use crate::Broker;
 
 /// The listen backlog of [`listen`]: 1,024. `TcpListener::bind` asks for 128, too few for
@@ -104,13 +117,14 @@ pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
     broker.close();
 }
 
-/// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`] on
-/// `--bind`, until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
+/// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`](super::app) on
+/// `--bind` (with [`cors`] for `--cors-origin`, and `/metrics` on `--metrics-bind` instead
+/// if given), until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
 ///
 /// # Errors
 ///
-/// The broker can't be built (see [`broker`]), the address can't be bound, or serving
-/// fails.
+/// `--bind` is beyond loopback with neither `--token` nor `--allow-anonymous-publish`, the
+/// broker can't be built (see [`broker`]), an address can't be bound, or serving fails.
 ///
 /// ```no_run
 /// use clap::Parser;
@@ -122,6 +136,8 @@ pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
 /// # }
 /// ```
 pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
+    let addrs: Vec<SocketAddr> = lookup_host(&args.bind).await?.collect();
+    protect::check(&args, &addrs)?;
     // The environment as the crate reads it. Without the `redis` feature the crate has no
     // `redis` module: the hub reads the same variables, so that a URL there is refused, not
     // ignored.
@@ -136,18 +152,58 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     metrics();
     let broker = broker(&args).await?;
     let listener = listen(&args.bind).await?;
+    let metrics_listener = match &args.metrics_bind {
+        Some(addr) => Some(listen(addr).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     tracing::info!(
         address = %listener.local_addr()?,
+        metrics = ?metrics_addr,
         redis = args.redis_url.is_some(),
         token = args.token.is_some(),
+        cors_origins = args.cors_origin.len(),
         "hub listening"
     );
     let keep_alive = (args.keep_alive > 0).then(|| Duration::from_secs(args.keep_alive));
-    let app = app(broker.clone(), args.token, keep_alive);
+    let hub = Hub::new(broker.clone(), args.token);
+    let mut main = routes(&hub, keep_alive);
+    if metrics_listener.is_none() {
+        main = main.merge(metrics_routes(&hub));
+    }
+    if !args.cors_origin.is_empty() {
+        main = main.layer(cors(&args.cors_origin));
+    }
+    // One signal for both listeners: it closes the broker, which ends the streams.
+    let (stop, stopped) = watch::channel(false);
+    let stopping = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let signal = shutdown(broker, async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    tokio::spawn(signal);
+    let metrics_server = metrics_listener.map(|listener| {
+        let app = traced(metrics_routes(&hub));
+        axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(stopping(stopped.clone()))
+            .into_future()
+    });
     // `into_make_service` once, rather than `axum::serve(listener, app)`, which rebuilds the
     // router for every connection: about 500 bytes per route held by each open stream.
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown(broker, shutdown_signal()))
-        .await?;
+    let main_server = axum::serve(listener, traced(main).into_make_service())
+        .with_graceful_shutdown(stopping(stopped))
+        .into_future();
+    match metrics_server {
+        Some(metrics_server) => {
+            let (main, metrics) = tokio::join!(main_server, metrics_server);
+            main.and(metrics)?;
+        }
+        None => main_server.await?,
+    }
     Ok(())
 }
