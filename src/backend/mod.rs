@@ -53,6 +53,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Replay, BoxError>>;
 }
 
+// Without a backend (feature `redis`) nothing carries messages in.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// One event as a backend carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Message {
@@ -78,10 +80,14 @@ pub(crate) struct Replay {
     pub(crate) events: Vec<Bytes>,
 }
 
+// Without a backend (feature `redis`) nothing carries messages in.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// The broker was dropped: the backend's task can stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gone;
 
+// Without a backend (feature `redis`) nothing carries messages in.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 /// The broker as a backend sees it: where remote events come back in.
 pub(crate) trait Inbound: Send + Sync + 'static {
     /// Delivers `message` to the local subscribers of `channel`.
