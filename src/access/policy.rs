@@ -163,7 +163,7 @@ impl Denied {
     ///
     /// ```
     /// # use tower_sse::access::Denied;
-    /// let res: http::Response<String> = Denied::unauthorized("sign in").into_response();
+    /// let res: http::Response<bytes::Bytes> = Denied::unauthorized("sign in").into_response();
     /// assert_eq!(res.status(), http::StatusCode::UNAUTHORIZED);
     /// assert_eq!(res.headers()["www-authenticate"], "Bearer");
     /// assert_eq!(res.body(), "sign in");
