@@ -18,7 +18,6 @@ mod hub_process;
 mod support;
 
 use std::{
-    io::Write,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -29,7 +28,7 @@ use std::{
 use futures_util::StreamExt;
 use hub_process::{pause, HubProcess};
 use reqwest::{Client, StatusCode};
-use support::{client, guard, send, text};
+use support::{client, guard, on_path, send, skip_or_fail, text};
 
 const README: &str = include_str!("../README.md");
 const MARKER: &str = "<!-- nginx: tests/proxy.rs reads the block below -->";
@@ -91,20 +90,16 @@ fn config(dir: &Path, hub: SocketAddr, port: u16) -> String {
 
 /// The nginx binary, or `None` (after saying so) when it is missing and not required.
 fn nginx_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("nginx"))
-            .find(|file| file.is_file())
-    });
-    let found = on_path.or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()));
+    let sbin = Some(PathBuf::from("/usr/sbin/nginx")).filter(|nginx| nginx.is_file());
+    let found = on_path("nginx").or(sbin);
     if found.is_none() {
         let install = "apt-get install nginx-light";
-        if std::env::var("TOWER_SSE_REQUIRE_PROXY").as_deref() == Ok("1") {
-            panic!("TOWER_SSE_REQUIRE_PROXY=1 but nginx is missing: {install}");
-        }
-        // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
-        let loud = format!("\n!!! SKIPPED tests/proxy.rs: nginx is missing ({install}) !!!\n");
-        let _ = std::io::stderr().write_all(loud.as_bytes());
+        skip_or_fail(
+            "tests/proxy.rs",
+            "nginx",
+            install,
+            "TOWER_SSE_REQUIRE_PROXY",
+        );
     }
     found
 }
@@ -260,15 +255,22 @@ async fn publish(client: &Client, nginx: &Nginx, data: &str) {
     assert_eq!(status, StatusCode::OK, "{}", text(res).await);
 }
 
-#[tokio::test]
-async fn events_arrive_through_nginx() {
-    let Some(binary) = nginx_binary() else {
-        return;
-    };
-    let hub = HubProcess::start(&[]).await;
+/// The hub binary with `flags`, nginx in front of it, and a stream on channel `proxy`
+/// through nginx; `None` when nginx is missing (and not required).
+async fn stream_through_nginx(flags: &[&str]) -> Option<(HubProcess, Nginx, Client, Lines)> {
+    let binary = nginx_binary()?;
+    let hub = HubProcess::start(flags).await;
     let nginx = Nginx::start(&binary, &hub).await;
     let client = client();
-    let mut stream = Lines::open(&client, nginx.url("/events?channel=proxy")).await;
+    let stream = Lines::open(&client, nginx.url("/events?channel=proxy")).await;
+    Some((hub, nginx, client, stream))
+}
+
+#[tokio::test]
+async fn events_arrive_through_nginx() {
+    let Some((_hub, nginx, client, mut stream)) = stream_through_nginx(&[]).await else {
+        return;
+    };
     publish(&client, &nginx, "through nginx").await;
     stream.until_data("through nginx").await;
 }
@@ -277,13 +279,10 @@ async fn events_arrive_through_nginx() {
 /// timeout), and the next event arrives on it.
 #[tokio::test]
 async fn an_idle_stream_outlives_the_read_timeout_thanks_to_keep_alives() {
-    let Some(binary) = nginx_binary() else {
+    let flags = ["--keep-alive", "1"];
+    let Some((_hub, nginx, client, mut stream)) = stream_through_nginx(&flags).await else {
         return;
     };
-    let hub = HubProcess::start(&["--keep-alive", "1"]).await;
-    let nginx = Nginx::start(&binary, &hub).await;
-    let client = client();
-    let mut stream = Lines::open(&client, nginx.url("/events?channel=proxy")).await;
     let (started, mut comments) = (Instant::now(), 0);
     // Time itself is what this waits for: nginx's timeout to pass.
     while let Some(left) = IDLE.checked_sub(started.elapsed()) {
@@ -306,13 +305,10 @@ async fn an_idle_stream_outlives_the_read_timeout_thanks_to_keep_alives() {
 /// so the test above holds thanks to them.
 #[tokio::test]
 async fn without_keep_alives_nginx_cuts_the_idle_stream() {
-    let Some(binary) = nginx_binary() else {
+    let Some((_hub, _nginx, _, mut stream)) = stream_through_nginx(&["--keep-alive", "0"]).await
+    else {
         return;
     };
-    let hub = HubProcess::start(&["--keep-alive", "0"]).await;
-    let nginx = Nginx::start(&binary, &hub).await;
-    let client = client();
-    let mut stream = Lines::open(&client, nginx.url("/events?channel=proxy")).await;
     let ended = guard("nginx ends the idle stream", async {
         while let Some(line) = stream.next().await {
             assert!(line.is_empty(), "no event, no comment: {line:?}");

@@ -8,7 +8,7 @@
 #![allow(dead_code)] // each test uses its part
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -17,18 +17,14 @@ use std::{
 use fantoccini::{Client as Browser, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::support::guard;
+use crate::support::{guard, on_path, skip_or_fail};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The browser tools, or `None` (after saying so, for `test`) when they are missing and not
 /// required.
 pub fn browser_tools(test: &str) -> Option<PathBuf> {
-    let chromedriver = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("chromedriver"))
-            .find(|file| file.is_file())
-    });
+    let chromedriver = on_path("chromedriver");
     let missing = match &chromedriver {
         _ if !Path::new(CHROMIUM).is_file() => Some(CHROMIUM),
         None => Some("chromedriver (on PATH)"),
@@ -36,12 +32,8 @@ pub fn browser_tools(test: &str) -> Option<PathBuf> {
     };
     if let Some(missing) = missing {
         let install = "apt-get install chromium chromium-driver";
-        if std::env::var("TOWER_SSE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("TOWER_SSE_REQUIRE_BROWSER=1 but {missing} is missing: {install}");
-        }
-        // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
-        let loud = format!("\n!!! SKIPPED {test}: {missing} is missing ({install}) !!!\n");
-        let _ = std::io::stderr().write_all(loud.as_bytes());
+        skip_or_fail(test, missing, install, "TOWER_SSE_REQUIRE_BROWSER");
+        return None;
     }
     chromedriver
 }
