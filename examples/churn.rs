@@ -1,6 +1,6 @@
 //! Run with: cargo run --release --example churn -- --cycles 10000
-//! or, against the hub as shipped: cargo build --release --example hub && cargo run --release
-//! --example churn -- --random-names [--names 25000,100000]
+//! or, against the hub as shipped: cargo build --release --features hub --bin tower-sse-hub &&
+//! cargo run --release --features hub --example churn -- --random-names [--names 25000,100000]
 //!
 //! Connect/disconnect churn over real sockets on 127.0.0.1.
 //!
@@ -19,8 +19,6 @@
 
 #[path = "support/child.rs"]
 mod child;
-#[path = "support/net.rs"]
-mod net;
 #[path = "support/proc.rs"]
 mod proc;
 
@@ -170,7 +168,7 @@ async fn in_process(args: &Args) -> Result<ExitCode, BoxError> {
     let rss = |field| proc::status_kib(std::process::id(), field);
     println!("rss at start: {} kB", rss("VmRSS")?);
     let broker = Broker::new();
-    let listener = net::listen("127.0.0.1:0").await?;
+    let listener = tower_sse::hub::listen("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let metrics = tokio::runtime::Handle::current().metrics();
     let tasks_before = metrics.num_alive_tasks();

@@ -4,13 +4,10 @@
 //! another terminal `curl 'http://127.0.0.1:3000/publish?msg=Hello%2C+world'`.
 //!
 //! [`SseService`] is a `tower::Service`, so a plain `match` on the path can call it. Every
-//! response uses [`SseBody`], which also carries short plain-text bodies. On Ctrl-C (or
-//! SIGTERM) the listener stops, [`Broker::close`] ends the open streams (after the events
+//! response uses [`SseBody`], which also carries short plain-text bodies. On Ctrl-C the
+//! listener stops, [`Broker::close`] ends the open streams (after the events
 //! already published), and [`GracefulShutdown`] waits for the connections: an event stream
 //! never ends on its own, so without `close` a graceful shutdown would wait forever.
-
-#[path = "support/signal.rs"]
-mod signal;
 
 use std::{convert::Infallible, future::Future, time::Duration};
 
@@ -96,6 +93,8 @@ pub async fn serve(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:3000").await?;
     println!("hyper: listening on http://{}", listener.local_addr()?);
-    serve(listener, Broker::new(), signal::shutdown()).await?;
+    // Ctrl-C only; `tower_sse::hub::shutdown_signal` (feature `hub`) also takes SIGTERM.
+    let ctrl_c = async { drop(tokio::signal::ctrl_c().await) };
+    serve(listener, Broker::new(), ctrl_c).await?;
     Ok(())
 }

@@ -12,9 +12,6 @@
 //! requests and answers `400` to any other HTTP/1.1 request, so around the whole router it
 //! would refuse the stream. tonic-health's service needs no protoc.
 
-#[path = "support/signal.rs"]
-mod signal;
-
 use std::future::Future;
 
 use axum::{extract::State, http::StatusCode, routing::post, Router};
@@ -79,6 +76,8 @@ pub async fn serve(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:3003").await?;
     println!("tonic_web: listening on http://{}", listener.local_addr()?);
-    serve(listener, Broker::new(), signal::shutdown()).await?;
+    // Ctrl-C only; `tower_sse::hub::shutdown_signal` (feature `hub`) also takes SIGTERM.
+    let ctrl_c = async { drop(tokio::signal::ctrl_c().await) };
+    serve(listener, Broker::new(), ctrl_c).await?;
     Ok(())
 }

@@ -4,16 +4,13 @@
 //! with a `text/plain` reason (or, past hyper's own header limit, a `4xx` from hyper or a closed
 //! connection), no handler panics, and the server then still serves a normal stream. The
 //! attacks run against [`SseService`] in a plain hyper connection loop and against the hub
-//! example (`examples/hub.rs`, where an `AccessLayer` reads the channels first). Clients are
-//! raw `TcpStream`s (to send exactly the bytes meant) or reqwest.
+//! (`tower_sse::hub`, where an `AccessLayer` reads the channels first). Clients are raw
+//! `TcpStream`s (to send exactly the bytes meant) or reqwest.
+#![cfg(feature = "hub")]
 
 #[path = "../examples/churn.rs"]
 #[allow(dead_code)]
 mod churn;
-#[path = "../examples/hub.rs"]
-#[allow(dead_code, clippy::duplicate_mod)] // it and `churn` have their `support/net.rs`
-mod hub;
-
 mod support;
 
 use std::{
@@ -38,7 +35,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 use tower::{Service, ServiceExt};
-use tower_sse::{Broker, Event, EventError, LagPolicy, PublishError, Resume};
+use tower_sse::{hub, Broker, Event, EventError, LagPolicy, PublishError, Resume};
 
 /// A server on a free port, counting the connections whose handling panicked.
 struct Server {
@@ -55,7 +52,7 @@ impl Server {
         Server::start(broker.clone(), churn::app(broker)).await
     }
 
-    /// The hub example's router (with a token, so its `AccessLayer` checks `private.*`).
+    /// The hub's router (with a token, so its `AccessLayer` checks `private.*`).
     async fn hub(broker: Broker) -> Server {
         let app = hub::app(broker.clone(), Some("s3cret".into()), None);
         Server::start(broker, app).await

@@ -1350,78 +1350,25 @@ async fn latency_redis_vs_local() {
     measure("redis (publish on A, subscribers on B)", &a, &b).await;
 }
 
-/// The hub example's code, run in separate processes by the test below.
-#[path = "../examples/hub.rs"]
-#[allow(dead_code)]
-mod hub;
+/// The hub binary in a child process (`tests/support/hub_process.rs`), killed on drop.
+#[cfg(feature = "hub")]
+#[path = "support/hub_process.rs"]
+mod hub_process;
 
-/// Where [`HubProcess`] passes the Redis URL to its child.
-const HUB_CHILD: &str = "TOWER_SSE_TEST_HUB_REDIS_URL";
+/// The hub binary on Redis, in a process of its own.
+#[cfg(feature = "hub")]
+struct HubProcess(hub_process::HubProcess);
 
-/// Not a test on its own: the body of a [`HubProcess`], this test binary run again with
-/// [`HUB_CHILD`] set. Serves the hub on Redis until killed.
-#[test]
-fn hub_process() {
-    let Ok(url) = std::env::var(HUB_CHILD) else {
-        return;
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        use clap::Parser;
-        let args = hub::Args::parse_from(["hub", "--redis-url", &url, "--keep-alive", "0"]);
-        let broker = hub::broker(&args).await.expect("hub connects to Redis");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        // Straight to stdout, past the harness's capture: the parent reads it.
-        let line = format!("HUB_ADDR={}\n", listener.local_addr().unwrap());
-        std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes()).unwrap();
-        axum::serve(listener, hub::app(broker, None, None))
-            .await
-            .unwrap();
-    });
-}
-
-/// A hub in a process of its own, killed on drop.
-struct HubProcess {
-    child: Child,
-    base: String,
-}
-
+#[cfg(feature = "hub")]
 impl HubProcess {
     async fn start(redis_url: &str) -> HubProcess {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["hub_process", "--exact", "--nocapture", "--test-threads=1"])
-            .env(HUB_CHILD, redis_url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the hub process");
-        let stdout = child.stdout.take().unwrap();
-        // Killed on drop from here on, also if it never says where it listens.
-        let mut hub = HubProcess {
-            child,
-            base: String::new(),
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // A thread of its own: a blocking task would hold up the runtime's shutdown.
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let addr = std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                // The harness prints `test hub_process ... ` on the same line.
-                .find_map(|line| Some(line.split_once("HUB_ADDR=")?.1.to_owned()));
-            let _ = tx.send(addr);
-        });
-        let addr = guard("hub process starts", rx).await.unwrap();
-        let addr = addr.expect("the hub process exited before listening");
-        hub.base = format!("http://{addr}");
-        hub
+        let args = ["--redis-url", redis_url, "--keep-alive", "0"];
+        HubProcess(hub_process::HubProcess::start(&args).await)
     }
 
     async fn publish(&self, client: &reqwest::Client, channel: &str, data: &str) -> String {
         let res = client
-            .post(format!("{}/publish?channel={channel}", self.base))
+            .post(self.0.url(&format!("/publish?channel={channel}")))
             .body(data.to_owned())
             .send()
             .await
@@ -1440,7 +1387,7 @@ impl HubProcess {
     ) -> impl futures_util::Stream<Item = eventsource_stream::Event> + Unpin {
         use eventsource_stream::Eventsource;
         use futures_util::StreamExt;
-        let mut req = client.get(format!("{}/events?channel={channels}", self.base));
+        let mut req = client.get(self.0.url(&format!("/events?channel={channels}")));
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
@@ -1452,13 +1399,7 @@ impl HubProcess {
     }
 }
 
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+#[cfg(feature = "hub")]
 async fn next_event(
     stream: &mut (impl futures_util::Stream<Item = eventsource_stream::Event> + Unpin),
 ) -> (String, String) {
@@ -1471,6 +1412,7 @@ async fn next_event(
 
 /// Two hub processes on one Redis: what is published on B reaches a stream on A, and a client
 /// that leaves A and reconnects to B with `Last-Event-ID` gets exactly what it missed.
+#[cfg(feature = "hub")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hub_processes_share_channels_and_history() {
     let redis = redis_server!();

@@ -7,8 +7,8 @@
 //! never ends on its own, so this is what `Broker::close` is for: without it a graceful
 //! shutdown would wait forever.
 
-#[path = "../examples/support/net.rs"]
-mod net;
+#![cfg(feature = "hub")] // for its listen backlog
+
 #[path = "../examples/support/proc.rs"]
 mod proc;
 mod support;
@@ -25,10 +25,10 @@ use tokio::{
     task::JoinSet,
 };
 use tower::ServiceExt;
-use tower_sse::{Broker, Event, SseService};
+use tower_sse::{hub, Broker, Event, SseService};
 
 const STREAMS: usize = 5_000;
-/// Connections opened at once: well under the listener's backlog ([`net::BACKLOG`]).
+/// Connections opened at once: well under the listener's backlog ([`hub::BACKLOG`]).
 const BATCH: usize = 250;
 
 /// Serves streams until `stop`, then stops accepting and shuts down gracefully. Returns how
@@ -113,7 +113,7 @@ async fn five_thousand_streams_end_cleanly_on_graceful_shutdown() {
     proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
     let broker = Broker::builder().id_base(0).build();
     // `TcpListener::bind` listens with a backlog of 128: too few for a batch of connects.
-    let listener = net::listen("127.0.0.1:0").await.unwrap();
+    let listener = hub::listen("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
     let server = tokio::spawn(serve(listener, broker.clone(), stopped));

@@ -4,8 +4,8 @@
 //! while the defect its doc comment names is there. The Redis faults are in
 //! `tests/redis_faults.rs`.
 //!
-//! The hub binary must be built: `cargo test --all-features` builds it, a run of this file
-//! alone needs `cargo build --all-features --example hub` first.
+//! Cargo builds the hub binary (`tower-sse-hub`) for this file, also when it runs alone.
+#![cfg(feature = "hub")]
 
 mod support;
 

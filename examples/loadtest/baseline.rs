@@ -24,8 +24,6 @@ use tokio::{
     sync::broadcast::{self, error::RecvError},
 };
 
-use crate::net;
-
 /// tower-sse's default buffer (the hub keeps more: its history, 1,000 events by default).
 pub const CAPACITY: usize = 256;
 
@@ -96,7 +94,7 @@ async fn publish(
 /// us. Prints the address first.
 pub async fn serve(port: u16) -> Result<(), Box<dyn Error + Send + Sync>> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let listener = net::listen(&addr.to_string()).await?;
+    let listener = tower_sse::hub::listen(&addr.to_string()).await?;
     println!("{}", listener.local_addr()?);
     tokio::spawn(async {
         let mut stdin = tokio::io::stdin();

@@ -1,17 +1,17 @@
-//! Run with: cargo build --release --example hub && cargo run --release --example loadtest --
-//! [--quick] [--runs 3]
+//! Run with: cargo build --release --features hub --bin tower-sse-hub &&
+//! cargo run --release --features hub --example loadtest -- [--quick] [--runs 3]
 //!
 //! (The hub is measured as built: build it first, with the same profile.)
 //!
-//! A side-by-side load run of the tower-sse hub as shipped (the `hub` example's binary with its
+//! A side-by-side load run of the tower-sse hub as shipped (the `tower-sse-hub` binary with its
 //! default flags: history 1,000, keep-alive 15 s, metrics and request logs on) against an
 //! idiomatic axum baseline (`DashMap` of `tokio::sync::broadcast` senders, axum `Sse` with the
 //! default `KeepAlive`, broadcast capacity 256 like tower-sse's default buffer), so that the
 //! crate's performance claims are measured, not assumed (see BENCHMARKS.md).
 //!
 //! Each server runs in its own child process on its own `127.0.0.1` port, so that `/proc/<pid>`
-//! gives its own RSS and CPU time: the hub binary, found beside this one (`cargo build
-//! --example hub` puts it there), with `--bind` a free port and nothing else; the baseline is
+//! gives its own RSS and CPU time: the hub binary, found where cargo builds it (`cargo build
+//! --features hub --bin tower-sse-hub`), with `--bind` a free port and nothing else; the baseline is
 //! this binary again (hidden `serve` subcommand), served as the hub serves
 //! (`router.into_make_service()`, a listen backlog of 1,024). The parent opens raw TCP
 //! subscribers (`GET /events?channel=..`, bytes scanned for `data:` lines) and publishes
@@ -35,13 +35,11 @@
 //!
 //! One file per concern: [`baseline`] (the axum server), [`phases`] (what a run does and
 //! measures), [`subscribers`] and [`publisher`] (the two ends of the load), [`histogram`]
-//! (latencies), [`table`] (the report); the child processes, `/proc` and the listen backlog
-//! are shared with other examples in `examples/support/`.
+//! (latencies), [`table`] (the report); the child processes and `/proc` are shared with other
+//! examples in `examples/support/`, the listen backlog is the hub's (`tower_sse::hub::listen`).
 
 #[path = "../support/child.rs"]
 mod child;
-#[path = "../support/net.rs"]
-mod net;
 #[path = "../support/proc.rs"]
 mod proc;
 
@@ -86,8 +84,8 @@ enum Cmd {
     },
 }
 
-/// The one runtime setting the baseline and the load generator share (the hub's
-/// `#[tokio::main]` is the same).
+/// The one runtime setting the baseline and the load generator share (`tower_sse::hub::main`
+/// builds the same).
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,24 +24,29 @@ type BoxError = Box<dyn Error + Send + Sync>;
 /// How long a server may take to start.
 const START: Duration = Duration::from_secs(20);
 
-/// The hub's binary: `hub` beside this executable, where cargo builds examples
-/// (`target/<profile>/examples/`). The one place that knows where the hub is built. `cargo run`
-/// of another example does not build it, nor rebuild it after a change.
+/// The hub's binary, `tower-sse-hub`, where cargo builds binaries: `target/<profile>/`, the
+/// parent of this executable's folder (`target/<profile>/examples/`). The one place that
+/// knows where the hub is built. `cargo run` of an example does not build it, nor rebuild it
+/// after a change.
 ///
 /// # Errors
 ///
 /// It is not there: the error says which command builds it.
 pub fn hub_binary() -> Result<PathBuf, BoxError> {
     let exe = env::current_exe()?;
-    let hub = exe.with_file_name("hub");
+    let profile = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .ok_or("this example is not in target/<profile>/examples/")?;
+    let hub = profile.join("tower-sse-hub");
     if hub.is_file() {
         return Ok(hub);
     }
     let release = exe.components().any(|part| part.as_os_str() == "release");
     let build = if release {
-        "cargo build --release --example hub"
+        "cargo build --release --features hub --bin tower-sse-hub"
     } else {
-        "cargo build --example hub"
+        "cargo build --features hub --bin tower-sse-hub"
     };
     let hub = hub.display();
     Err(format!("no hub binary at {hub}; build it with the same profile: {build}").into())

@@ -20,25 +20,10 @@ use crate::support::{client, guard, send, text};
 use futures_util::StreamExt;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 
-/// The hub binary. Today the example `hub`, which a plain `cargo test --all-features` builds
-/// into `target/<profile>/examples/hub` beside the test executable's `deps/`; a run of one
-/// test file (`--test trust`) does not build examples, so build it first:
-/// `cargo build --all-features --example hub`. Once the hub is a `[[bin]]`, this becomes
-/// `PathBuf::from(env!("CARGO_BIN_EXE_tower-sse-hub"))`, which Cargo always builds.
+/// The hub binary, `tower-sse-hub`, which Cargo builds for the integration tests (with the
+/// features of the test run; the test files that use it need `hub`).
 pub fn hub_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable is in target/<profile>/deps");
-    let hub = profile.join("examples").join("hub");
-    assert!(
-        hub.is_file(),
-        "no hub binary at {}: build it with `cargo build --all-features --example hub` \
-         (a plain `cargo test --all-features` builds it too)",
-        hub.display()
-    );
-    hub
+    PathBuf::from(env!("CARGO_BIN_EXE_tower-sse-hub"))
 }
 
 /// Between checks of a state only the child process knows (its RSS, its metrics).
@@ -99,14 +84,34 @@ impl HubProcess {
 
     /// Starts the hub; `Err` with its exit status and output if it exits before listening.
     pub async fn try_start(args: &[&str]) -> Result<HubProcess, Exited> {
-        let mut child = Command::new(hub_binary())
-            .args(["--bind", "127.0.0.1:0"])
+        HubProcess::try_start_with(args, &[]).await
+    }
+
+    /// Starts the hub with `args`, after `--bind 127.0.0.1:0` unless they or `env` give one,
+    /// and `env` set; `Err` with its exit status and output if it exits before listening.
+    pub async fn try_start_with(args: &[&str], env: &[(&str, &str)]) -> Result<HubProcess, Exited> {
+        let mut command = Command::new(hub_binary());
+        let bind_given =
+            args.contains(&"--bind") || env.iter().any(|(name, _)| *name == "SSE_HUB_BIND");
+        if !bind_given {
+            command.args(["--bind", "127.0.0.1:0"]);
+        }
+        // The defaults as shipped: its default log level, and no Redis nor flags from the
+        // environment (the hub reads these).
+        for (name, _) in std::env::vars_os() {
+            if name
+                .to_str()
+                .is_some_and(|name| name.starts_with("SSE_HUB_"))
+            {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .args(args)
-            // The defaults as shipped: its default log level, and no Redis from the
-            // environment (the hub reads these two).
             .env_remove("RUST_LOG")
             .env_remove("SSE_REDIS_URL")
             .env_remove("REDIS_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -148,7 +153,11 @@ impl HubProcess {
             client: client(),
         };
         match guard("the hub logs its address or exits", address).await {
-            Ok(addr) => {
+            Ok(mut addr) => {
+                // Listening on every address (`0.0.0.0`): talk to it over loopback.
+                if addr.ip().is_unspecified() {
+                    addr.set_ip([127, 0, 0, 1].into());
+                }
                 hub.addr = addr;
                 Ok(hub)
             }
