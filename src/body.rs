@@ -319,7 +319,34 @@ mod tests {
             .map(|frame| frame.map(|frame| frame.unwrap().into_data().unwrap()))
     }
 
-    /// A window of 1 s: every `retry:` is then 1 s exactly.
+    /// The `retry:` the body's subscription drew for its turn, in milliseconds.
+    fn retry_ms(body: &SseBody) -> u64 {
+        match &body.kind {
+            Kind::Stream { subscription, .. } => subscription.drain_retry_ms().unwrap(),
+            Kind::Full { .. } => unreachable!(),
+        }
+    }
+
+    /// Reads the `retry:` field's milliseconds, checking the field's bytes exactly.
+    fn parse_retry(frame: &[u8]) -> u64 {
+        let text = std::str::from_utf8(frame).unwrap();
+        let ms = text
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert_eq!(text, format!("retry: {ms}\n\n"));
+        ms
+    }
+
+    /// Whether a client that got its `retry:` of `ms` at `ended` (since the drain's start)
+    /// reconnects in `[W + grace, 2W + grace]`, give or take the rounding up to 1 ms.
+    fn reconnects_after_the_drain(ended: Duration, ms: u64, window: Duration) -> bool {
+        let grace = crate::broker::DRAIN_GRACE;
+        let reconnect = ended + Duration::from_millis(ms);
+        reconnect >= window + grace && reconnect <= 2 * window + grace + Duration::from_millis(1)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn drain_wakes_an_idle_stream_delivers_then_sends_retry_and_ends() {
         use tokio_test::{assert_pending, assert_ready_eq};
@@ -345,10 +372,8 @@ mod tests {
         // Its timer is armed for its turn, not for the keep-alive 15 s away.
         tokio::time::advance(window).await;
         assert!(task.is_woken(), "its timer wakes it at its turn");
-        assert_ready_eq!(
-            poll(&mut task, &mut body),
-            Some(Bytes::from("retry: 1000\n\n"))
-        );
+        let retry = format!("retry: {}\n\n", retry_ms(&body));
+        assert_ready_eq!(poll(&mut task, &mut body), Some(Bytes::from(retry)));
         assert_ready_eq!(poll(&mut task, &mut body), None);
         assert!(body.is_end_stream());
 
@@ -379,29 +404,31 @@ mod tests {
         let ended = start.elapsed();
         assert!(ended < window, "{ended:?}");
         assert!(last.elapsed() < Duration::from_secs(15));
-        let ms: u64 = std::str::from_utf8(&retry)
-            .unwrap()
-            .strip_prefix("retry: ")
-            .and_then(|rest| rest.strip_suffix("\n\n"))
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or_else(|| panic!("{retry:?}"));
-        assert!((1000..=3_600_000).contains(&ms), "{ms}");
+        let ms = parse_retry(&retry);
+        assert!(
+            reconnects_after_the_drain(ended, ms, window),
+            "{ended:?} {ms}"
+        );
         assert!(body.frame().await.is_none());
     }
 
-    /// Without keep-alive the body still has its timer for the turn; a stream drawn at once
-    /// (window 0) ends at once.
+    /// Without keep-alive the body still has its timer for the turn; with a window of 0 a
+    /// stream ends at once, and its client waits the grace, 1 s, exactly.
     #[tokio::test(start_paused = true)]
     async fn drain_without_keep_alive_and_a_zero_window() {
         let broker = Broker::builder().id_base(0).build();
         let mut slow = body(&broker, None).await;
         let start = Instant::now();
-        let _drained = broker.drain(Duration::from_millis(500));
-        assert_eq!(
-            slow.frame().await.unwrap().unwrap().into_data().unwrap(),
-            "retry: 1000\n\n"
-        );
-        assert!(start.elapsed() < Duration::from_millis(500));
+        let window = Duration::from_millis(500);
+        let _drained = broker.drain(window);
+        let frame = slow.frame().await.unwrap().unwrap().into_data().unwrap();
+        let ended = start.elapsed();
+        assert!(ended < window);
+        assert!(reconnects_after_the_drain(
+            ended,
+            parse_retry(&frame),
+            window
+        ));
         assert!(slow.frame().await.is_none());
 
         let broker = Broker::builder().id_base(0).build();

@@ -18,8 +18,7 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
-/// The shortest `retry:` sent to a drained stream.
-const MIN_RETRY: Duration = Duration::from_secs(1);
+use super::DRAIN_GRACE;
 
 /// A broker's drain, set once by the first [`Broker::drain`](crate::Broker::drain).
 #[derive(Debug)]
@@ -50,18 +49,20 @@ impl Plan {
         }
     }
 
-    /// A new stream's turn: its end uniform in `[start, start + window)`, its `retry:` uniform
-    /// in `[1 s, max(1 s, window)]` (whole milliseconds), independent of each other.
+    /// A new stream's turn: its end `e` uniform in `[0, W)` after the start (`W` the window);
+    /// its `retry:` the rest of the window (`W - e`), the grace, and a spread uniform in
+    /// `[0, W]`, in milliseconds rounded up. So its client reconnects uniformly in
+    /// `[W + grace, 2W + grace]` after the start: once the drain is over, never into this
+    /// instance's `503`s, which would end an `EventSource` for good (WHATWG: a response other
+    /// than 200 "fails the connection"); a network error instead makes it retry.
     pub(super) fn turn(&self) -> Turn {
-        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
-        let end = self.start + Duration::from_nanos(below(window));
-        let min = MIN_RETRY.as_millis() as u64;
-        let max = u64::try_from(self.window.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(min);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let offset = Duration::from_nanos(below(nanos(self.window)));
+        let rest = nanos(self.window - offset + DRAIN_GRACE).div_ceil(1_000_000);
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
         Turn {
-            end,
-            retry_ms: min + below(max - min + 1),
+            end: self.start + offset,
+            retry_ms: rest.saturating_add(below(window_ms.saturating_add(1))),
             stop: None,
         }
     }
@@ -108,29 +109,37 @@ mod tests {
         assert_eq!(below(0), 0);
     }
 
+    /// Ends spread over the window, reconnects over the window after it and the grace.
     #[tokio::test(start_paused = true)]
-    async fn turns_spread_over_the_window() {
+    async fn turns_and_reconnects_spread_over_a_window_each() {
         let plan = Plan::new(Duration::from_secs(10));
-        let mut slots = [0; 10];
+        let (mut ends, mut reconnects) = ([0; 10], [0; 10]);
         for _ in 0..1000 {
             let turn = plan.turn();
-            let offset = turn.end - plan.start;
-            assert!(offset < plan.window);
-            assert!((1000..=10_000).contains(&turn.retry_ms));
-            slots[offset.as_secs() as usize] += 1;
+            let end = turn.end - plan.start;
+            assert!(end < plan.window);
+            ends[end.as_secs() as usize] += 1;
+            let reconnect = end + Duration::from_millis(turn.retry_ms);
+            let after = reconnect
+                .checked_sub(plan.window + DRAIN_GRACE)
+                .unwrap_or_else(|| panic!("reconnect at {reconnect:?}"));
+            // Rounded up to the millisecond, so at most 1 ms past 2W + grace.
+            assert!(after <= plan.window + Duration::from_millis(1), "{after:?}");
+            reconnects[(after.as_secs() as usize).min(9)] += 1;
         }
         // 100 expected per second of the window; 40 is more than 6 standard deviations off.
-        assert!(slots.iter().all(|&n| n > 40), "{slots:?}");
+        assert!(ends.iter().all(|&n| n > 40), "{ends:?}");
+        assert!(reconnects.iter().all(|&n| n > 40), "{reconnects:?}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_short_window_still_waits_a_second() {
-        let plan = Plan::new(Duration::from_millis(200));
+    async fn a_zero_window_still_waits_the_grace() {
+        let plan = Plan::new(Duration::ZERO);
         for _ in 0..100 {
-            assert_eq!(plan.turn().retry_ms, 1000);
+            let turn = plan.turn();
+            assert_eq!(turn.end, plan.start);
+            assert_eq!(turn.retry_ms, 1000);
             assert_eq!(plan.retry_after(), Duration::from_secs(1));
         }
-        let plan = Plan::new(Duration::ZERO);
-        assert_eq!(plan.turn().end, plan.start);
     }
 }

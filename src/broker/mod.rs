@@ -57,16 +57,20 @@
 //!     [`SseService`](crate::SseService) answers `503 Service Unavailable` with a
 //!     `Retry-After` drawn for each response, uniform in `1..=max(1, W)` whole seconds;
 //!   - publishes go on, so an open stream gets its events until its turn;
-//!   - each open stream's end is drawn uniformly in `[0, W)` after the drain's start. At its
-//!     end the stream sends the events published until then, then a
+//!   - each open stream's end `e` is drawn uniformly in `[0, W)` after the drain's start. At
+//!     its end the stream sends the events published until then, then a
 //!     [`retry:`](https://html.spec.whatwg.org/multipage/server-sent-events.html#concept-event-stream-reconnection-time)
-//!     field with a reconnection time drawn uniformly in `[1 s, max(1 s, W)]` (whole
-//!     milliseconds), then ends. So an `EventSource` reconnects between 1 s and `2W` after
-//!     the start, spread out;
-//!   - its future completes once every stream has ended, or [`DRAIN_GRACE`] (1 s) after the
-//!     window at the latest, and then closes the broker: publishes are refused from then on,
-//!     and a stream still open (its client stopped reading, so its body is not polled) ends
-//!     as after a close, with its `retry:` field, when it is next polled.
+//!     field, then ends. The reconnection time is `W - e` + [`DRAIN_GRACE`] (1 s) + a spread
+//!     drawn uniformly in `[0, W]`, in milliseconds rounded up (so between 1 s and `2W + 1 s`):
+//!     an `EventSource` reconnects uniformly in `[W + 1 s, 2W + 1 s]` after the start, spread
+//!     out, and after the drain is over. Not into the drain's `503`s: a response other than
+//!     `200` [fails](https://html.spec.whatwg.org/multipage/server-sent-events.html#fail-the-connection)
+//!     an `EventSource` for good, where a refused connection (this instance gone, the next
+//!     one not up yet) makes it try again;
+//!   - its future completes once every stream has ended, or [`DRAIN_GRACE`] after the window
+//!     at the latest, and then closes the broker: publishes are refused from then on, and a
+//!     stream still open (its client stopped reading, so its body is not polled) ends as after
+//!     a close, with its `retry:` field, when it is next polled.
 //!
 //!   An idle stream costs nothing more until a drain: the broker wakes every waiting stream
 //!   once, at the start, and each then draws its turn and waits on its own timer (the
@@ -654,7 +658,8 @@ impl Broker {
     ///     .strip_prefix("retry: ").unwrap()
     ///     .strip_suffix("\n\n").unwrap()
     ///     .parse().unwrap();
-    /// assert!((1000..=10_000).contains(&ms));
+    /// // The rest of the 10 s window, 1 s of grace, up to 10 s of spread.
+    /// assert!((1000..=21_000).contains(&ms));
     /// assert!(subscription.recv().await.is_none());
     ///
     /// drop(subscription);

@@ -164,6 +164,12 @@ impl Subscription {
         }
     }
 
+    /// The `retry:` this stream sends at its turn in a drain, if it drew one.
+    #[cfg(test)]
+    pub(crate) fn drain_retry_ms(&self) -> Option<u64> {
+        Some(self.turn.as_ref()?.retry_ms)
+    }
+
     /// When this stream's turn in a drain comes, if it drew one and it has not come yet.
     pub(crate) fn drain_end(&self) -> Option<Instant> {
         self.turn
