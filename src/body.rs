@@ -11,9 +11,10 @@
 //!
 //! and ends when the broker closes (after the events already published), at the stream's turn
 //! in a [drain](crate::Broker::drain) (after the events published until then and a `retry:`
-//! field), or when a lagging subscriber is disconnected. One timer serves both the keep-alive
-//! and the drain: it is armed for whichever comes first. Dropping the body (the client went away) drops the subscription,
-//! which unsubscribes at once.
+//! field), or when a lagging subscriber is disconnected. Dropping the body (the client went
+//! away) drops the subscription, which unsubscribes at once.
+//!
+//! One timer serves both the keep-alive and the drain: it is armed for whichever comes first.
 //!
 //! The same type also carries the short plain-text bodies of error responses, so that every
 //! response of [`SseService`](crate::SseService) has one body type.

@@ -1,7 +1,7 @@
 //! A model check of the rings' lock and wake protocol (see `ring.rs`) under
-//! [loom](https://docs.rs/loom): every interleaving of publish, poll, close, drain and drop, up to a
-//! preemption bound, so a lost wake-up, an event out of order or one delivered twice shows as
-//! a failure (loom reports a poll that is never woken as a deadlock).
+//! [loom](https://docs.rs/loom): every interleaving of publish, poll, close, drain and drop,
+//! up to a preemption bound, so a lost wake-up, an event out of order or one delivered twice
+//! shows as a failure (loom reports a poll that is never woken as a deadlock).
 //!
 //! ```text
 //! RUSTFLAGS="--cfg tower_sse_loom" cargo test --release --lib model
