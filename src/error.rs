@@ -6,7 +6,7 @@
 //! answers it with ([`PublishError::status`], [`SubscribeError::status`]), so every server
 //! built on the crate maps them the same way.
 
-use std::{error::Error as StdError, fmt, sync::Arc};
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
 use http::StatusCode;
 
@@ -177,6 +177,13 @@ pub enum SubscribeError {
     Channel(ChannelError),
     /// [`Broker::close`](crate::Broker::close) was called.
     Closed,
+    /// The broker is [draining](crate::Broker::drain): its streams are ending, and a client
+    /// should reconnect elsewhere, or here after `retry_after`, drawn for each refusal so the
+    /// retries spread. A service answers it with that `Retry-After`.
+    Draining {
+        /// A whole number of seconds, uniform in `1..=max(1, window in whole seconds)`.
+        retry_after: Duration,
+    },
     /// Subscribing would pass [`BrokerBuilder::max_subscribers`] (no `channel`) or
     /// [`BrokerBuilder::max_subscribers_per_channel`] on `channel`. A service answers it with
     /// `Retry-After`.
@@ -212,7 +219,8 @@ impl SubscribeError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             SubscribeError::Channel(_) => "channel",
-            SubscribeError::Closed => "closed",
+            // Shutting down, as `closed`: the metric's labels stay as documented.
+            SubscribeError::Closed | SubscribeError::Draining { .. } => "closed",
             SubscribeError::TooManySubscribers { .. } => "too_many",
             SubscribeError::Backend(_) => "backend",
         }
@@ -224,6 +232,7 @@ impl fmt::Display for SubscribeError {
         match self {
             SubscribeError::Channel(err) => fmt::Display::fmt(err, f),
             SubscribeError::Closed => f.write_str("broker is closed"),
+            SubscribeError::Draining { .. } => f.write_str("broker is draining"),
             SubscribeError::TooManySubscribers {
                 channel: Some(channel),
                 limit,
@@ -244,7 +253,9 @@ impl StdError for SubscribeError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             SubscribeError::Channel(err) => Some(err),
-            SubscribeError::Closed | SubscribeError::TooManySubscribers { .. } => None,
+            SubscribeError::Closed
+            | SubscribeError::Draining { .. }
+            | SubscribeError::TooManySubscribers { .. } => None,
             SubscribeError::Backend(err) => Some(&**err),
         }
     }

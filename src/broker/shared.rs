@@ -3,7 +3,7 @@
 //! remote events through.
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{Arc, OnceLock, Weak},
     task::Waker,
 };
 
@@ -11,6 +11,7 @@ use dashmap::DashMap;
 
 use super::{
     builder::BrokerBuilder,
+    drain::Plan,
     retention::{Channels, Retention},
     ring::{wake_all, Entry, Ring},
 };
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     /// (0: never). See [`Inbound::data_lost`].
     pub(super) data_lost_at: AtomicU64,
     pub(super) closed: AtomicBool,
+    /// Set by the first [`Broker::drain`](crate::Broker::drain).
+    pub(super) drain: OnceLock<Plan>,
     /// How many entries each ring keeps.
     pub(super) capacity: usize,
     pub(super) metrics: Metrics,
@@ -79,6 +82,7 @@ impl Shared {
             idle: AtomicUsize::new(0),
             data_lost_at: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            drain: OnceLock::new(),
             capacity,
             metrics: Metrics::new(),
             config,
