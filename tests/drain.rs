@@ -9,8 +9,10 @@
 //! varies. The only timed assertions are the bounds the drain promises: every stream ended
 //! within the window plus [`DRAIN_GRACE`] and a slack, spread over most of the window.
 
-#[path = "../examples/support/net.rs"]
-mod net;
+#![cfg(feature = "hub")]
+
+#[path = "support/hub_process.rs"]
+mod hub_process;
 #[path = "../examples/support/proc.rs"]
 mod proc;
 mod support;
@@ -32,10 +34,10 @@ use tokio::{
     time::Instant,
 };
 use tower::ServiceExt;
-use tower_sse::{broker::DRAIN_GRACE, Broker, Event, SseService};
+use tower_sse::{broker::DRAIN_GRACE, hub, Broker, Event, SseService};
 
 const STREAMS: usize = 2_000;
-/// Connections opened at once: well under the listener's backlog ([`net::BACKLOG`]).
+/// Connections opened at once: well under the listener's backlog ([`hub::BACKLOG`]).
 const BATCH: usize = 250;
 const WINDOW: Duration = Duration::from_secs(3);
 /// Beyond the window and its grace, for a busy 2-core machine to get the last ends out and
@@ -174,7 +176,7 @@ async fn two_thousand_streams_end_spread_over_the_drain_window() {
     // Two sockets per stream (client and server, one process) and some slack.
     proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
     let broker = Broker::builder().id_base(0).build();
-    let listener = net::listen("127.0.0.1:0").await.unwrap();
+    let listener = hub::listen("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
     let server = tokio::spawn(serve(listener, broker.clone(), stopped));
@@ -300,4 +302,62 @@ async fn two_thousand_streams_end_spread_over_the_drain_window() {
     assert!(retries.len() > 500, "{}", retries.len());
     // All but the streams whose turn came in the moment before that publish.
     assert!(got_during > STREAMS / 2, "{got_during}");
+}
+
+/// The hub as shipped: a SIGTERM with 2,000 open streams ends them spread over `--drain-secs`
+/// (each after a `retry:`), not all in one 100 ms slot, and the process exits within the
+/// window plus [`DRAIN_GRACE`] and the hub's [`hub::EXIT_GRACE`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_hub_ends_two_thousand_streams_spread_over_its_drain() {
+    // Inherited by the hub: a socket per stream there, and here.
+    proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
+    let secs = WINDOW.as_secs().to_string();
+    let mut hub = hub_process::HubProcess::start(&["--drain-secs", &secs]).await;
+    let addr = hub.addr();
+    let mut reading = JoinSet::new();
+    for batch in 0..STREAMS.div_ceil(BATCH) {
+        let mut opening = JoinSet::new();
+        for _ in batch * BATCH..((batch + 1) * BATCH).min(STREAMS) {
+            opening.spawn(request(addr));
+        }
+        while let Some(opened) = guard("connecting", opening.join_next()).await {
+            let (socket, head, bytes) = opened.unwrap();
+            assert!(head.starts_with("http/1.1 200 "), "{head}");
+            reading.spawn(read_to_end(socket, bytes));
+        }
+    }
+    guard("every stream subscribed", async {
+        while hub.metric("sse_subscribers").await < STREAMS as f64 {
+            hub_process::pause().await;
+        }
+    })
+    .await;
+
+    let start = Instant::now();
+    hub.signal(libc::SIGTERM);
+    let mut ends = Vec::with_capacity(STREAMS);
+    while let Some(read) = guard("streams ending", reading.join_next()).await {
+        let ended = read
+            .unwrap()
+            .unwrap_or_else(|err| panic!("a stream: {err}"));
+        let last = blocks(&ended.body).pop().unwrap_or_default();
+        assert!(last.starts_with("retry: "), "no retry: {:?}", ended.body);
+        ends.push(ended.at - start);
+    }
+    let status = guard("the hub exits", hub.wait()).await;
+    let exited = start.elapsed();
+    assert!(status.success(), "{status}");
+    let (first, last, slots, fullest) = spread(&mut ends);
+    eprintln!(
+        "SIGTERM, {STREAMS} streams, --drain-secs {secs}: ends {first:?}..{last:?} over {} \
+         100 ms slots (fullest {fullest}); exited after {exited:?}",
+        slots.len()
+    );
+    assert!(
+        fullest < STREAMS / 4,
+        "{fullest} streams ended in one 100 ms slot"
+    );
+    assert!(slots.len() >= 10, "ends in {} slots only", slots.len());
+    let bound = WINDOW + DRAIN_GRACE + hub::EXIT_GRACE + SLACK;
+    assert!(exited < bound, "exited after {exited:?}, past {bound:?}");
 }

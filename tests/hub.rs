@@ -568,7 +568,7 @@ async fn shutdown_closes_the_broker_and_ends_streams() {
     };
     let app = hub::app(broker.clone(), None, Some(Duration::from_secs(15)));
     let server = axum::serve(listener, app)
-        .with_graceful_shutdown(hub::shutdown(broker.clone(), signal))
+        .with_graceful_shutdown(hub::shutdown(broker.clone(), Duration::ZERO, signal))
         .into_future();
     let server = tokio::spawn(server);
     let client = client();

@@ -47,6 +47,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// `channel` lost its last local subscriber: its events are no longer needed here.
     fn release(&self, channel: Arc<str>);
 
+    /// Whether the backend answers now (its connection is up), for readiness checks.
+    fn reachable(&self) -> bool;
+
     /// The stored events of `channels` after `last_event_id` (read as the backend sequence
     /// number `seq` when it is one): on each channel at most the broker's
     /// [history](crate::BrokerBuilder::history), the newest, and `complete` only if none is

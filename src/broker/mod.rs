@@ -711,6 +711,27 @@ impl Broker {
         }
     }
 
+    /// Whether the broker should be sent new streams: not closed, not draining, and its
+    /// backend (Redis) reachable now. What a readiness check (`/readyz`) answers, so that a
+    /// load balancer takes the instance out of rotation while it can't serve new streams
+    /// (a stream on a channel already subscribed goes on through a backend outage).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert!(broker.is_ready());
+    /// broker.close();
+    /// assert!(!broker.is_ready());
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        let inner = &*self.inner;
+        !self.is_closed()
+            && !self.is_draining()
+            && inner
+                .backend
+                .as_ref()
+                .map_or(true, |backend| backend.reachable())
+    }
+
     /// Whether [`Broker::drain`] was called (it stays so once the drain is over and the broker
     /// closed). A readiness check answers `503` then, so a load balancer stops sending
     /// clients here.

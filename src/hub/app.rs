@@ -53,7 +53,7 @@ pub(super) struct Hub {
 ///     .route("/hello", get(|| async { "hello" }));
 /// let listener = hub::listen("127.0.0.1:8080").await?;
 /// axum::serve(listener, app.into_make_service())
-///     .with_graceful_shutdown(hub::shutdown(broker, hub::shutdown_signal()))
+///     .with_graceful_shutdown(hub::shutdown(broker, Duration::from_secs(10), hub::shutdown_signal()))
 ///     .await?;
 /// # Ok(())
 /// # }

@@ -102,6 +102,16 @@ pub struct Args {
         value_parser = origin
     )]
     pub cors_origin: Vec<HeaderValue>,
+    /// On Ctrl-C or SIGTERM: seconds over which open streams are ended, each at a random
+    /// moment after a `retry:` that spreads the reconnects over the window after it; new
+    /// streams get 503 meanwhile (0: end every stream at once).
+    #[arg(
+        long,
+        env = "SSE_HUB_DRAIN_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub drain_secs: u64,
     /// Serve GET /metrics on this address of its own instead of on --bind.
     #[arg(long, env = "SSE_HUB_METRICS_BIND", value_name = "ADDR")]
     pub metrics_bind: Option<String>,

@@ -6,8 +6,8 @@ use axum::{extract::State, http::StatusCode};
 use super::app::Hub;
 use crate::Broker;
 
-/// Whether the hub should get new streams: not while it drains (its broker is closed, after
-/// a shutdown signal), nor while its backend is unreachable. `GET /readyz` answers `200`
+/// Whether the hub should get new streams ([`Broker::is_ready`]): not while it drains (after a
+/// shutdown signal) or is closed, nor while its backend is unreachable. `GET /readyz` answers `200`
 /// when it is, else `503`, so that a load balancer takes the hub out of rotation while
 /// `GET /healthz` still answers (the process is alive; restarting it would not help).
 ///
@@ -20,8 +20,7 @@ use crate::Broker;
 /// assert!(!hub::ready(&broker));
 /// ```
 pub fn ready(broker: &Broker) -> bool {
-    // TODO(readiness): backend health, once the crate exposes it (Redis reachable).
-    !broker.is_closed()
+    broker.is_ready()
 }
 
 /// `200 ok` while the process serves.

@@ -59,7 +59,7 @@ pub use self::{
     health::ready,
     prometheus::metrics,
     publish::MAX_BODY,
-    serve::{listen, run, shutdown, shutdown_signal, BACKLOG},
+    serve::{listen, run, shutdown, shutdown_signal, BACKLOG, EXIT_GRACE},
 };
 
 /// The `tower-sse-hub` binary: parses the flags (see [`Args`]), logs to stdout through

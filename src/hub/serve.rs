@@ -98,24 +98,32 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Waits for `signal`, then closes the broker so that every stream ends and the server's
-/// graceful shutdown can finish: an event stream never ends on its own.
+/// Waits for `signal`, then drains the broker over `window` ([`Broker::drain`]): new streams
+/// get `503`, open ones end spread over the window, and once they have, the broker is closed
+/// and the server's graceful shutdown can finish (an event stream never ends on its own).
+/// Give it to the server as its shutdown signal: the server goes on accepting during the
+/// drain, so new streams get their `503` rather than a refused connection.
 ///
 /// ```
+/// use std::time::Duration;
 /// use tower_sse::{hub, Broker};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let broker = Broker::new();
-/// hub::shutdown(broker.clone(), async {}).await;
+/// hub::shutdown(broker.clone(), Duration::ZERO, async {}).await;
 /// assert!(broker.is_closed());
 /// # }
 /// ```
-pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
+pub async fn shutdown(broker: Broker, window: Duration, signal: impl Future<Output = ()>) {
     signal.await;
-    tracing::info!("shutting down");
-    broker.close();
+    tracing::info!(drain = ?window, "shutting down");
+    broker.drain(window).await;
 }
+
+/// How long the hub waits, after the drain, for its connections to finish before it exits
+/// anyway: a client that stopped reading would hold its connection, and the process, for ever.
+pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`](super::app) on
 /// `--bind` (with [`cors`] for `--cors-origin`, and `/metrics` on `--metrics-bind` instead
@@ -182,11 +190,18 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     let stopping = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let signal = shutdown(broker, async move {
-        shutdown_signal().await;
+    let drain = Duration::from_secs(args.drain_secs);
+    tokio::spawn(async move {
+        shutdown(broker, drain, shutdown_signal()).await;
         stop.send_replace(true);
     });
-    tokio::spawn(signal);
+    let exit_grace = {
+        let stopped = stopped.clone();
+        async move {
+            stopping(stopped).await;
+            tokio::time::sleep(EXIT_GRACE).await;
+        }
+    };
     let metrics_server = metrics_listener.map(|listener| {
         let app = traced(metrics_routes(&hub));
         axum::serve(listener, app.into_make_service())
@@ -198,12 +213,18 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     let main_server = axum::serve(listener, traced(main).into_make_service())
         .with_graceful_shutdown(stopping(stopped))
         .into_future();
-    match metrics_server {
-        Some(metrics_server) => {
-            let (main, metrics) = tokio::join!(main_server, metrics_server);
-            main.and(metrics)?;
+    let servers = async move {
+        match metrics_server {
+            Some(metrics_server) => {
+                let (main, metrics) = tokio::join!(main_server, metrics_server);
+                main.and(metrics)
+            }
+            None => main_server.await,
         }
-        None => main_server.await?,
+    };
+    tokio::select! {
+        served = servers => served?,
+        () = exit_grace => tracing::warn!(?EXIT_GRACE, "connections still open after the drain; exiting"),
     }
     Ok(())
 }

@@ -273,6 +273,29 @@ impl HubProcess {
     }
 }
 
+impl HubProcess {
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the hub.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
+        // SAFETY: `kill` has no memory effects; the pid is our child's, not yet reaped.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// Waits for the hub to exit on its own.
+    pub async fn wait(&mut self) -> ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the hub") {
+                return status;
+            }
+            pause().await;
+        }
+    }
+}
+
 impl Drop for HubProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -363,6 +363,10 @@ impl Backend for RedisBackend {
         self.registry.release(channel);
     }
 
+    fn reachable(&self) -> bool {
+        self.registry.reachable()
+    }
+
     fn replay<'a>(
         &'a self,
         channels: &'a [Arc<str>],

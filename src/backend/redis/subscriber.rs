@@ -29,7 +29,7 @@ use std::{
     convert::Infallible,
     future::Future,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
     },
     time::Duration,
@@ -81,9 +81,16 @@ pub(super) struct Registry {
     released: Mutex<HashSet<Arc<str>>>,
     /// Wakes the task when `released` gets a name.
     wake: Notify,
+    /// Whether the pub/sub connection is up and its channels subscribed (for readiness).
+    reachable: AtomicBool,
 }
 
 impl Registry {
+    /// Whether the pub/sub connection is up.
+    pub(super) fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+
     /// Whether every channel of `names` is subscribed in Redis already.
     pub(super) fn all_subscribed(&self, names: &[Arc<str>]) -> bool {
         let subscribed = lock(&self.subscribed);
@@ -200,6 +207,7 @@ impl Subscriber {
                 Err(Ended::BrokerGone) => return,
                 Err(Ended::Disconnected(err)) => err,
             };
+            self.registry.reachable.store(false, Ordering::Release);
             tracing::warn!(%err, retry_in = ?backoff, "Redis subscription lost");
             let wait = tokio::time::sleep(backoff);
             tokio::pin!(wait);
@@ -256,6 +264,7 @@ impl Subscriber {
             tracing::info!(channels = self.active.len(), "Redis subscription restored");
         }
         *backoff = MIN_BACKOFF;
+        self.registry.reachable.store(true, Ordering::Release);
         // Looks every second whether the connection has been silent for the interval.
         let mut health = interval_at(Instant::now() + HEALTH_TICK, HEALTH_TICK);
         health.set_missed_tick_behavior(MissedTickBehavior::Delay);
