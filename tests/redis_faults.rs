@@ -172,3 +172,39 @@ async fn the_hub_recovers_after_a_redis_pause() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(field(&before.next().await, "data"), Some("old"));
 }
+
+/// Issue 15, item 6: `/readyz` answers `503` while Redis doesn't answer (the pub/sub
+/// connection's health check gives up on it), so a load balancer takes the hub out of
+/// rotation, and `200` again once Redis is back; `/healthz` stays `200` throughout.
+#[tokio::test]
+async fn readyz_is_503_while_redis_is_paused_and_200_once_back() {
+    let redis = redis_server!();
+    let hub = HubProcess::start(&["--redis-url", &redis.url()]).await;
+    let readyz = || async { send(hub.client.get(hub.url("/readyz"))).await.status() };
+    guard("ready once connected", async {
+        while readyz().await != StatusCode::OK {
+            pause().await;
+        }
+    })
+    .await;
+    let stopped = Stopped::new(redis.pid()).await;
+    let start = Instant::now();
+    guard("not ready while Redis is paused", async {
+        while readyz().await != StatusCode::SERVICE_UNAVAILABLE {
+            pause().await;
+        }
+    })
+    .await;
+    eprintln!("/readyz: 503 {:?} after SIGSTOP", start.elapsed());
+    let healthz = send(hub.client.get(hub.url("/healthz"))).await;
+    assert_eq!(healthz.status(), StatusCode::OK);
+    drop(stopped);
+    let start = Instant::now();
+    guard("ready again once Redis is back", async {
+        while readyz().await != StatusCode::OK {
+            pause().await;
+        }
+    })
+    .await;
+    eprintln!("/readyz: 200 {:?} after SIGCONT", start.elapsed());
+}
