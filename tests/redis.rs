@@ -14,8 +14,6 @@ mod redis_server;
 use std::{
     collections::VecDeque,
     future::Future,
-    net::TcpListener,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -24,7 +22,7 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use redis_server::Stopped;
+use redis_server::{redis_server, Stopped};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -38,171 +36,9 @@ use tower_sse::{
     Broker, Channels, ConnectError, Event, PublishError, Resume, SubscribeError, Subscription,
 };
 
-const REQUIRE: &str = "TOWER_SSE_REQUIRE_REDIS";
-
 /// Between checks of a state only Redis or a child process knows.
 async fn pause() {
     tokio::time::sleep(Duration::from_millis(10)).await;
-}
-
-/// A private `redis-server` child process, killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// `None` (after a loud message) when `redis-server` is not installed.
-    async fn start() -> Option<RedisServer> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            if std::env::var(REQUIRE).as_deref() == Ok("1") {
-                panic!("{REQUIRE}=1 but `redis-server` is not on PATH: install redis-server");
-            }
-            // Straight to the file descriptor: the test harness captures `eprintln!`.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!(
-                    "\n**********\n** SKIPPED: `redis-server` is not on PATH, so this Redis \
-                     test did not run.\n** Install redis-server, or set {REQUIRE}=1 to make \
-                     this an error.\n**********\n"
-                )
-                .as_bytes(),
-            );
-            return None;
-        }
-        // The port is free when picked, but something else may take it before the server
-        // binds: then try another.
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("bind 127.0.0.1:0")
-                .port();
-            let mut server = RedisServer { port, child: None };
-            if server.spawn(&[]).await {
-                return Some(server);
-            }
-        }
-        panic!("redis-server did not start on any of 5 free ports");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// Starts the server on `self.port`; `false` if it exited (port taken).
-    async fn spawn(&mut self, extra: &[&str]) -> bool {
-        assert!(self.child.is_none(), "already running");
-        let port = self.port.to_string();
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--daemonize", "no"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let child = self.child.insert(child);
-        let port = self.port;
-        let up = guard("redis-server answers PING", async {
-            loop {
-                if child.try_wait().ok().flatten().is_some() {
-                    return false;
-                }
-                if ping(port).await {
-                    return true;
-                }
-                pause().await;
-            }
-        })
-        .await;
-        if !up {
-            self.child = None;
-        }
-        up
-    }
-
-    /// Kills the server (SIGKILL: no goodbye to clients) and waits until it is gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port: empty, as there is no persistence.
-    async fn restart(&mut self, extra: &[&str]) {
-        assert!(self.spawn(extra).await, "port {} was taken", self.port);
-    }
-
-    /// Kills the server and starts it again empty and with a password, so that instances
-    /// connected to [`Self::url`] can't resubscribe until [`Self::unlock`]. Returns a URL with
-    /// the password.
-    async fn restart_locked(&mut self) -> String {
-        self.kill();
-        self.restart(&["--requirepass", "pw"]).await;
-        format!("redis://:pw@127.0.0.1:{}/", self.port)
-    }
-
-    async fn unlock(&self, locked: &str) {
-        let mut conn = self.admin(locked).await;
-        let () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("requirepass")
-            .arg("")
-            .query_async(&mut conn)
-            .await
-            .expect("CONFIG SET requirepass");
-    }
-
-    async fn admin(&self, url: &str) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(url)
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("admin connection")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Whether a server answers on `port` (`-NOAUTH` counts: it is up, with a password).
-async fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    if stream.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0; 64];
-    match stream.read(&mut buf).await {
-        Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
-        Err(_) => false,
-    }
-}
-
-/// Starts a server, or skips the test.
-macro_rules! redis_server {
-    () => {
-        match RedisServer::start().await {
-            Some(server) => server,
-            None => return,
-        }
-    };
 }
 
 async fn connect(url: &str, history: usize) -> Broker {

@@ -1,7 +1,7 @@
 //! A private `redis-server` child process on a free loopback port, without persistence, killed
-//! on drop: the starter of `tests/redis.rs`, trimmed, for the test files that run the hub
-//! binary on Redis (`tests/trust.rs`, `tests/redis_faults.rs`, through `#[path]`); and
-//! [`Stopped`], a server paused with `SIGSTOP` (`tests/redis.rs` too). Without
+//! on drop, that a test can kill, restart empty, or lock with a password; and [`Stopped`], a
+//! server paused with `SIGSTOP`. For every test file that needs Redis (`tests/redis.rs`,
+//! `tests/redis_faults.rs`, `tests/trust.rs`, through `#[path]`). Without
 //! `redis-server` on PATH the tests say so on stderr and pass, unless
 //! `TOWER_SSE_REQUIRE_REDIS=1`.
 
@@ -21,10 +21,10 @@ use tokio::{
 
 pub const REQUIRE: &str = "TOWER_SSE_REQUIRE_REDIS";
 
-/// A private `redis-server`, killed (SIGKILL) on drop.
+/// A private `redis-server` child process, killed on drop.
 pub struct RedisServer {
     pub port: u16,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl RedisServer {
@@ -59,29 +59,40 @@ impl RedisServer {
                 .and_then(|l| l.local_addr())
                 .expect("bind 127.0.0.1:0")
                 .port();
-            if let Some(server) = RedisServer::spawn(port).await {
+            let mut server = RedisServer { port, child: None };
+            if server.spawn(&[]).await {
                 return Some(server);
             }
         }
         panic!("redis-server did not start on any of 5 free ports");
     }
 
-    /// Starts a server on `port`; `None` if it exited (port taken).
-    async fn spawn(port: u16) -> Option<RedisServer> {
-        let port_arg = port.to_string();
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Starts the server on `self.port`; `false` if it exited (port taken).
+    async fn spawn(&mut self, extra: &[&str]) -> bool {
+        assert!(self.child.is_none(), "already running");
+        let port = self.port.to_string();
         let child = Command::new("redis-server")
-            .args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--daemonize", "no"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        // Killed on drop from here on.
-        let mut server = RedisServer { port, child };
+        let child = self.child.insert(child);
+        let port = self.port;
         let up = guard("redis-server answers PING", async {
             loop {
-                if server.child.try_wait().ok().flatten().is_some() {
+                if child.try_wait().ok().flatten().is_some() {
                     return false;
                 }
                 if ping(port).await {
@@ -91,24 +102,86 @@ impl RedisServer {
             }
         })
         .await;
-        up.then_some(server)
+        if !up {
+            self.child = None;
+        }
+        up
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+    /// Kills the server (SIGKILL: no goodbye to clients) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Starts it again on the same port: empty, as there is no persistence.
+    pub async fn restart(&mut self, extra: &[&str]) {
+        assert!(self.spawn(extra).await, "port {} was taken", self.port);
+    }
+
+    /// Kills the server and starts it again empty and with a password, so that instances
+    /// connected to [`Self::url`] can't resubscribe until [`Self::unlock`]. Returns a URL with
+    /// the password.
+    pub async fn restart_locked(&mut self) -> String {
+        self.kill();
+        self.restart(&["--requirepass", "pw"]).await;
+        format!("redis://:pw@127.0.0.1:{}/", self.port)
+    }
+
+    pub async fn unlock(&self, locked: &str) {
+        let mut conn = self.admin(locked).await;
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG SET requirepass");
+    }
+
+    pub async fn admin(&self, url: &str) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(url)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("admin connection")
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
+
+/// Whether a server answers on `port` (`-NOAUTH` counts: it is up, with a password).
+pub async fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0; 64];
+    match stream.read(&mut buf).await {
+        Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
+        Err(_) => false,
+    }
+}
+
+/// Starts a server, or skips the test.
+macro_rules! redis_server {
+    () => {
+        match $crate::redis_server::RedisServer::start().await {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use redis_server;
 
 /// A process stopped with `SIGSTOP`, as a partition or a stuck node would leave a server (TCP
 /// up, nothing answers); continued with `SIGCONT` on drop (also when the test fails), so that
@@ -149,31 +222,3 @@ fn is_stopped(pid: u32) -> bool {
     let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
     state.is_some_and(|state| state.starts_with('T'))
 }
-
-/// Whether a server answers on `port`.
-pub async fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    if stream.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0; 64];
-    match stream.read(&mut buf).await {
-        Ok(n) => buf[..n].starts_with(b"+PONG"),
-        Err(_) => false,
-    }
-}
-
-/// Starts a server, or skips the test.
-#[allow(unused_macros)] // `tests/redis.rs` has its own
-macro_rules! redis_server {
-    () => {
-        match $crate::redis_server::RedisServer::start().await {
-            Some(server) => server,
-            None => return,
-        }
-    };
-}
-#[allow(unused_imports)]
-pub(crate) use redis_server;
