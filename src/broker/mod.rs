@@ -79,12 +79,12 @@
 //!
 //! # Layout
 //!
-//! [`BrokerBuilder`] (`builder.rs`) holds the settings; each channel is a ring (`ring.rs`);
-//! a [`Subscription`] (`subscription.rs`) is a cursor per channel; `resume.rs` reads ids and
-//! `Last-Event-ID`; `retention.rs` bounds what is kept; `shared.rs` holds what the handles and
-//! subscriptions share. Where events
-//! travel beyond this process is the backend's business (`src/backend/`), behind a seam this
-//! module does not look past.
+//! [`BrokerBuilder`] (`builder.rs`) holds the settings; each channel is a ring (`ring.rs`); a
+//! [`Subscription`] (`subscription.rs`) is a cursor per channel, which `join.rs` places;
+//! `resume.rs` reads ids and `Last-Event-ID`; `retention.rs` bounds what is kept; `drain.rs`
+//! plans a drain; `shared.rs` holds what the handles and subscriptions share, and the publish
+//! path. Where events travel beyond this process is the backend's business (`src/backend/`),
+//! behind a seam this module does not look past.
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
@@ -97,21 +97,20 @@ pub use self::{
 };
 use self::{
     drain::Plan,
-    resume::{find_after, parse_seq, Skip},
-    ring::{wake_all, Entry},
+    ring::wake_all,
     shared::{Handle, Shared},
-    subscription::Cursor,
 };
 pub use crate::error::{PublishError, SubscribeError};
 use crate::{
     backend::Backend,
     channel::{ChannelRules, Channels},
-    event::{finish, Event},
+    event::Event,
     sync::{lock, Ordering},
 };
 
 mod builder;
 mod drain;
+mod join;
 #[cfg(all(test, tower_sse_loom))]
 mod model;
 mod resume;
@@ -291,7 +290,7 @@ impl Broker {
     pub async fn publish(&self, channel: &str, event: Event) -> Result<String, PublishError> {
         let published = match &self.inner.backend {
             None => self.publish_local(channel, &event),
-            Some(backend) => match self.check(channel, &event) {
+            Some(backend) => match self.inner.check(channel, &event) {
                 Ok(()) => backend
                     .publish(channel, &event)
                     .await
@@ -309,65 +308,9 @@ impl Broker {
         published
     }
 
-    fn check(&self, channel: &str, event: &Event) -> Result<(), PublishError> {
-        let config = &self.inner.config;
-        config.rules.check_name(channel)?;
-        event.validate()?;
-        if event
-            .get_id()
-            .is_some_and(|id| id.len() > config.max_id_len)
-        {
-            return Err(PublishError::IdTooLong {
-                limit: config.max_id_len,
-            });
-        }
-        if self.is_closed() {
-            return Err(PublishError::Closed);
-        }
-        Ok(())
-    }
-
-    /// Publishes in this process. The event is encoded before the sequencer is taken, all but
-    /// the `id:` line when the id is the sequence number, so a large event holds up no other
-    /// publisher.
+    /// Checks and publishes in this process ([`Shared::publish`]).
     fn publish_local(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
-        self.check(channel, event)?;
-        let inner = &*self.inner;
-        let given = event.get_id();
-        let encoded = match given {
-            Some(id) => Ok(event.encode(Some(id))),
-            // Room for the longest `id: {u64}` line.
-            None => Err(event.encode_head(30)),
-        };
-        let wakers;
-        let id;
-        {
-            let mut sequencer = lock(&inner.sequencer);
-            if inner.closed.load(Ordering::Acquire) {
-                return Err(PublishError::Closed);
-            }
-            let seq = sequencer.last + 1;
-            let bytes = match encoded {
-                Ok(bytes) => {
-                    id = given.unwrap_or_default().to_owned();
-                    bytes
-                }
-                Err(head) => {
-                    id = seq.to_string();
-                    finish(head, Some(&id))
-                }
-            };
-            let entry = Entry {
-                seq,
-                origin: seq,
-                bytes,
-                id: given.map(Into::into),
-            };
-            wakers = inner.deliver(&mut sequencer, channel, entry);
-            sequencer.last = seq;
-        }
-        wake_all(wakers);
-        Ok(id)
+        self.inner.publish(channel, event)
     }
 
     /// Subscribes to `channels`, starting with the next event published.
@@ -447,7 +390,8 @@ impl Broker {
         let subscribed = match &self.inner.backend {
             None => self.subscribe_local(channels, last_event_id),
             Some(backend) => {
-                self.subscribe_remote(&**backend, channels, last_event_id)
+                self.inner
+                    .join_remote(&**backend, channels, last_event_id)
                     .await
             }
         };
@@ -461,118 +405,14 @@ impl Broker {
         subscribed
     }
 
-    /// Subscribes through the backend: registered here first, then subscribed in the
-    /// backend, so a release of the same channel queued before us sees our subscriber and
-    /// keeps the subscription.
-    async fn subscribe_remote(
-        &self,
-        backend: &dyn Backend,
-        channels: &Channels,
-        last_event_id: Option<&str>,
-    ) -> Result<Subscription, SubscribeError> {
-        let mut subscription = self.subscribe_local(channels, None)?;
-        backend
-            .ensure(channels.names())
-            .await
-            .map_err(SubscribeError::Backend)?;
-        if let Some(id) = last_event_id {
-            // Read before the replay: a data loss noticed from now on may have happened
-            // before the replay was read, so don't skip what follows it (a duplicate at
-            // worst, never a lost event).
-            let after = lock(&self.inner.sequencer).last;
-            let replay = backend
-                .replay(channels.names(), id, parse_seq(id))
-                .await
-                .map_err(SubscribeError::Backend)?;
-            subscription.resume = match replay.after {
-                None => Resume::Unknown,
-                Some(_) => Resume::from_complete(replay.complete),
-            };
-            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
-            subscription.skip = Some(Skip {
-                until: replay.snapshot,
-                after,
-            });
-            subscription.replay = replay.events.into();
-        }
-        Ok(subscription)
-    }
-
+    /// Joins the rings in this process; with a backend, the remote part is
+    /// [`Shared::join_remote`].
     fn subscribe_local(
         &self,
         channels: &Channels,
         last_event_id: Option<&str>,
     ) -> Result<Subscription, SubscribeError> {
-        let inner = &*self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(SubscribeError::Closed);
-        }
-        if let Some(plan) = inner.drain.get() {
-            return Err(SubscribeError::Draining {
-                retry_after: plan.retry_after(),
-            });
-        }
-        let config = &inner.config;
-        // The broker's rules hold whoever read the list (an access layer may have had others).
-        config.rules.check_list(channels)?;
-        // Counted before anything else, and given back by the subscription's drop, also when
-        // it fails halfway below.
-        let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
-        inner.metrics.subscribers.increment(1.0);
-        let mut subscription = Subscription::new(self.inner.clone(), channels.len());
-        if total >= config.max_subscribers {
-            return Err(SubscribeError::TooManySubscribers {
-                channel: None,
-                limit: config.max_subscribers,
-            });
-        }
-        for name in channels.names() {
-            // The entry guard holds the shard lock while the slot is taken, so the channel
-            // can't be removed in between (removal takes the same lock). A new channel's
-            // floor is exact: a publish raises the watermark before it looks for the channel.
-            let mut created = false;
-            let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
-                created = true;
-                inner.new_ring(name.clone(), inner.watermark.load(Ordering::Acquire))
-            });
-            let ring = entry.value().clone();
-            let taken = ring.join(config.max_subscribers_per_channel);
-            drop(entry);
-            if created {
-                inner.count_channels();
-            }
-            let Some((slot, pos, was_idle)) = taken else {
-                return Err(SubscribeError::TooManySubscribers {
-                    channel: Some(name.clone()),
-                    limit: config.max_subscribers_per_channel,
-                });
-            };
-            if was_idle {
-                inner.idle.fetch_sub(1, Ordering::AcqRel);
-            }
-            subscription.cursors.push(Cursor { ring, pos, slot });
-        }
-        if let Some(id) = last_event_id {
-            let rings = subscription.cursors.iter().map(|c| &*c.ring);
-            let watermark = inner.watermark.load(Ordering::Acquire);
-            subscription.resume = match find_after(rings, id, inner.base, watermark) {
-                None => Resume::Unknown,
-                Some(after) => {
-                    // At most the history, newest first; this only ever moves a cursor back
-                    // inside its ring, so the events published since the slot was taken are
-                    // still ahead of it.
-                    let mut complete = true;
-                    for cursor in &mut subscription.cursors {
-                        let (pos, all) = cursor.ring.resume_after(after, config.history);
-                        cursor.pos = pos;
-                        complete &= all;
-                    }
-                    Resume::from_complete(complete)
-                }
-            };
-            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
-        }
-        Ok(subscription)
+        self.inner.join(channels, last_event_id)
     }
 
     /// Ends every stream, once it has delivered the events already published, and refuses

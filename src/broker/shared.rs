@@ -17,6 +17,8 @@ use super::{
 };
 use crate::{
     backend::{Backend, Gone, Inbound, Message},
+    error::PublishError,
+    event::{finish, Event},
     metrics::Metrics,
     sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering},
 };
@@ -88,6 +90,68 @@ impl Shared {
             config,
             backend,
         }
+    }
+
+    /// Checks a publish: the channel name, the event, the id's length, closed.
+    pub(super) fn check(&self, channel: &str, event: &Event) -> Result<(), PublishError> {
+        let config = &self.config;
+        config.rules.check_name(channel)?;
+        event.validate()?;
+        if event
+            .get_id()
+            .is_some_and(|id| id.len() > config.max_id_len)
+        {
+            return Err(PublishError::IdTooLong {
+                limit: config.max_id_len,
+            });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Publishes in this process. The event is encoded before the sequencer is taken, all but
+    /// the `id:` line when the id is the sequence number, so a large event holds up no other
+    /// publisher.
+    pub(super) fn publish(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
+        self.check(channel, event)?;
+        let inner = self;
+        let given = event.get_id();
+        let encoded = match given {
+            Some(id) => Ok(event.encode(Some(id))),
+            // Room for the longest `id: {u64}` line.
+            None => Err(event.encode_head(30)),
+        };
+        let wakers;
+        let id;
+        {
+            let mut sequencer = lock(&inner.sequencer);
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(PublishError::Closed);
+            }
+            let seq = sequencer.last + 1;
+            let bytes = match encoded {
+                Ok(bytes) => {
+                    id = given.unwrap_or_default().to_owned();
+                    bytes
+                }
+                Err(head) => {
+                    id = seq.to_string();
+                    finish(head, Some(&id))
+                }
+            };
+            let entry = Entry {
+                seq,
+                origin: seq,
+                bytes,
+                id: given.map(Into::into),
+            };
+            wakers = inner.deliver(&mut sequencer, channel, entry);
+            sequencer.last = seq;
+        }
+        wake_all(wakers);
+        Ok(id)
     }
 
     /// Whether channels stay after their last subscriber, for their history.
