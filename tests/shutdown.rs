@@ -11,54 +11,25 @@
 
 #[path = "../examples/support/proc.rs"]
 mod proc;
+#[path = "support/serve.rs"]
+mod serve;
 mod support;
 
 use std::net::SocketAddr;
 
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use serve::serve;
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::oneshot,
     task::JoinSet,
 };
-use tower::ServiceExt;
 use tower_sse::{hub, Broker, Event, SseService};
 
 const STREAMS: usize = 5_000;
 /// Connections opened at once: well under the listener's backlog ([`hub::BACKLOG`]).
 const BATCH: usize = 250;
-
-/// Serves streams until `stop`, then stops accepting and shuts down gracefully. Returns how
-/// many connections ended with an error.
-async fn serve(listener: TcpListener, broker: Broker, stop: oneshot::Receiver<()>) -> usize {
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    let sse = SseService::new(broker).keep_alive(None);
-    tokio::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => accepted.expect("accept").0,
-            _ = &mut stop => break,
-        };
-        let sse = sse.clone();
-        let service = service_fn(move |req| sse.clone().oneshot(req));
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        connections.spawn(graceful.watch(conn));
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    let mut errors = 0;
-    while let Some(ended) = connections.join_next().await {
-        if let Err(err) = ended.expect("no connection task panics") {
-            eprintln!("connection: {err}");
-            errors += 1;
-        }
-    }
-    errors
-}
 
 /// Opens a stream and reads its head; returns the socket and any body bytes already read.
 async fn open(addr: SocketAddr, channels: &str) -> (TcpStream, Vec<u8>) {
@@ -116,7 +87,11 @@ async fn five_thousand_streams_end_cleanly_on_graceful_shutdown() {
     let listener = hub::listen("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
-    let server = tokio::spawn(serve(listener, broker.clone(), stopped));
+    let server = tokio::spawn(serve(
+        listener,
+        SseService::new(broker.clone()).keep_alive(None),
+        stopped,
+    ));
 
     // Even streams on `all`, odd ones on `all` and `odd`.
     let mut streams = Vec::with_capacity(STREAMS);

@@ -1,0 +1,37 @@
+//! A hyper http1 connection loop with hyper-util's `GracefulShutdown`, for the tests that end
+//! thousands of open streams at once (`tests/drain.rs`, `tests/shutdown.rs`, through
+//! `#[path]`).
+
+use hyper::{server::conn::http1, service::service_fn};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinSet};
+use tower::ServiceExt;
+use tower_sse::SseService;
+
+/// Serves `sse` until `stop`, then stops accepting and shuts down gracefully. Returns how many
+/// connections ended with an error.
+pub async fn serve(listener: TcpListener, sse: SseService, stop: oneshot::Receiver<()>) -> usize {
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => accepted.expect("accept").0,
+            _ = &mut stop => break,
+        };
+        let sse = sse.clone();
+        let service = service_fn(move |req| sse.clone().oneshot(req));
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        connections.spawn(graceful.watch(conn));
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    let mut errors = 0;
+    while let Some(ended) = connections.join_next().await {
+        if let Err(err) = ended.expect("no connection task panics") {
+            eprintln!("connection: {err}");
+            errors += 1;
+        }
+    }
+    errors
+}
