@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use serve::serve;
+use serve::{read_head, serve};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -53,18 +53,8 @@ async fn request(addr: SocketAddr) -> (TcpStream, String, Vec<u8>) {
     let request =
         format!("GET /events?channel=all HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let mut chunk = [0; 1024];
-        let n = socket.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before the head");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-    (socket, head, buf.split_off(end))
+    let (head, bytes) = read_head(&mut socket).await;
+    (socket, head, bytes)
 }
 
 /// Decodes a chunked body: `Ok(None)` while it is incomplete, `Ok(Some(body))` once it ends

@@ -17,7 +17,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use serve::serve;
+use serve::{read_head, serve};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -36,20 +36,10 @@ async fn open(addr: SocketAddr, channels: &str) -> (TcpStream, Vec<u8>) {
     let mut socket = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET /events?channel={channels} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let mut chunk = [0; 1024];
-        let n = socket.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before the head");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    let (head, bytes) = read_head(&mut socket).await;
     assert!(head.starts_with("http/1.1 200 "), "{head}");
     assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
-    (socket, buf.split_off(end))
+    (socket, bytes)
 }
 
 /// Decodes a complete chunked body, which must be all of `bytes`: the last chunk, its

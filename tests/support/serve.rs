@@ -1,10 +1,15 @@
-//! A hyper http1 connection loop with hyper-util's `GracefulShutdown`, for the tests that end
-//! thousands of open streams at once (`tests/drain.rs`, `tests/shutdown.rs`, through
-//! `#[path]`).
+//! A hyper http1 connection loop with hyper-util's `GracefulShutdown`, and a raw client's read
+//! of a response head, for the tests that end thousands of open streams at once
+//! (`tests/drain.rs`, `tests/shutdown.rs`, through `#[path]`).
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinSet};
+use tokio::{
+    io::AsyncReadExt,
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinSet,
+};
 use tower::ServiceExt;
 use tower_sse::SseService;
 
@@ -34,4 +39,20 @@ pub async fn serve(listener: TcpListener, sse: SseService, stop: oneshot::Receiv
         }
     }
     errors
+}
+
+/// Reads a response head from `socket`; returns it (lowercase) and any body bytes read with it.
+pub async fn read_head(socket: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let mut chunk = [0; 1024];
+        let n = socket.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    (head, buf.split_off(end))
 }
