@@ -25,12 +25,11 @@ use std::{
     time::Duration,
 };
 
-use serve::{read_head, serve};
+use serve::{read_head, start};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::oneshot,
     task::JoinSet,
     time::Instant,
 };
@@ -157,15 +156,8 @@ async fn two_thousand_streams_end_spread_over_the_drain_window() {
     // Two sockets per stream (client and server, one process) and some slack.
     proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
     let broker = Broker::builder().id_base(0).build();
-    let listener = hub::listen("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel();
-    let server = tokio::spawn(serve(
-        listener,
-        // The default keep-alive (15 s): the drain's end must come first, on the same timer.
-        SseService::new(broker.clone()),
-        stopped,
-    ));
+    // The default keep-alive (15 s): the drain's end must come first, on the same timer.
+    let (addr, stop, server) = start(SseService::new(broker.clone())).await;
 
     let mut reading = open_streams(addr, |head| {
         assert!(head.starts_with("http/1.1 200 "), "{head}");

@@ -17,15 +17,14 @@ mod support;
 
 use std::net::SocketAddr;
 
-use serve::{read_head, serve};
+use serve::{read_head, start};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::oneshot,
     task::JoinSet,
 };
-use tower_sse::{hub, Broker, Event, SseService};
+use tower_sse::{Broker, Event, SseService};
 
 const STREAMS: usize = 5_000;
 /// Connections opened at once: well under the listener's backlog ([`hub::BACKLOG`]).
@@ -73,15 +72,7 @@ async fn five_thousand_streams_end_cleanly_on_graceful_shutdown() {
     // Two sockets per stream (client and server, one process) and some slack.
     proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
     let broker = Broker::builder().id_base(0).build();
-    // `TcpListener::bind` listens with a backlog of 128: too few for a batch of connects.
-    let listener = hub::listen("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel();
-    let server = tokio::spawn(serve(
-        listener,
-        SseService::new(broker.clone()).keep_alive(None),
-        stopped,
-    ));
+    let (addr, stop, server) = start(SseService::new(broker.clone()).keep_alive(None)).await;
 
     // Even streams on `all`, odd ones on `all` and `odd`.
     let mut streams = Vec::with_capacity(STREAMS);

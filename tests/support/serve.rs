@@ -2,16 +2,28 @@
 //! of a response head, for the tests that end thousands of open streams at once
 //! (`tests/drain.rs`, `tests/shutdown.rs`, through `#[path]`).
 
+use std::net::SocketAddr;
+
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::{
     io::AsyncReadExt,
     net::{TcpListener, TcpStream},
     sync::oneshot,
-    task::JoinSet,
+    task::{JoinHandle, JoinSet},
 };
 use tower::ServiceExt;
-use tower_sse::SseService;
+use tower_sse::{hub, SseService};
+
+/// Serves `sse` on a free loopback port, in a task of its own; returns the address, the
+/// `stop` for [`serve`], and the task, which returns how many connections ended with an error.
+pub async fn start(sse: SseService) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<usize>) {
+    // `TcpListener::bind` listens with a backlog of 128: too few for a batch of connects.
+    let listener = hub::listen("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel();
+    (addr, stop, tokio::spawn(serve(listener, sse, stopped)))
+}
 
 /// Serves `sse` until `stop`, then stops accepting and shuts down gracefully. Returns how many
 /// connections ended with an error.
