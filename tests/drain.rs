@@ -15,6 +15,8 @@
 mod hub_process;
 #[path = "../examples/support/proc.rs"]
 mod proc;
+#[path = "support/serve.rs"]
+mod serve;
 mod support;
 
 use std::{
@@ -23,17 +25,14 @@ use std::{
     time::Duration,
 };
 
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use serve::{read_head, start};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::oneshot,
+    net::TcpStream,
     task::JoinSet,
     time::Instant,
 };
-use tower::ServiceExt;
 use tower_sse::{broker::DRAIN_GRACE, hub, Broker, Event, SseService};
 
 const STREAMS: usize = 2_000;
@@ -46,36 +45,6 @@ const SLACK: Duration = Duration::from_secs(2);
 /// Refused streams opened during the drain.
 const REFUSED: usize = 20;
 
-/// Serves streams until `stop`, then stops accepting and shuts down gracefully. Returns how
-/// many connections ended with an error.
-async fn serve(listener: TcpListener, broker: Broker, stop: oneshot::Receiver<()>) -> usize {
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    // The default keep-alive (15 s): the drain's end must come first, on the same timer.
-    let sse = SseService::new(broker);
-    tokio::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => accepted.expect("accept").0,
-            _ = &mut stop => break,
-        };
-        let sse = sse.clone();
-        let service = service_fn(move |req| sse.clone().oneshot(req));
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        connections.spawn(graceful.watch(conn));
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    let mut errors = 0;
-    while let Some(ended) = connections.join_next().await {
-        if let Err(err) = ended.expect("no connection task panics") {
-            eprintln!("connection: {err}");
-            errors += 1;
-        }
-    }
-    errors
-}
-
 /// Sends a request for a stream (the server closes the connection after the response) and
 /// reads the response head; returns the socket, the head (lowercase) and any body bytes read.
 async fn request(addr: SocketAddr) -> (TcpStream, String, Vec<u8>) {
@@ -83,18 +52,8 @@ async fn request(addr: SocketAddr) -> (TcpStream, String, Vec<u8>) {
     let request =
         format!("GET /events?channel=all HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let mut chunk = [0; 1024];
-        let n = socket.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before the head");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-    (socket, head, buf.split_off(end))
+    let (head, bytes) = read_head(&mut socket).await;
+    (socket, head, bytes)
 }
 
 /// Decodes a chunked body: `Ok(None)` while it is incomplete, `Ok(Some(body))` once it ends
@@ -154,6 +113,27 @@ async fn read_to_end(mut socket: TcpStream, mut bytes: Vec<u8>) -> Result<Ended,
     Ok(Ended { at, body })
 }
 
+/// Opens [`STREAMS`] streams, [`BATCH`] at a time, checks each head with `check_head`, and
+/// reads each to its end in a task of its own.
+async fn open_streams(
+    addr: SocketAddr,
+    check_head: impl Fn(&str),
+) -> JoinSet<Result<Ended, String>> {
+    let mut reading = JoinSet::new();
+    for batch in 0..STREAMS.div_ceil(BATCH) {
+        let mut opening = JoinSet::new();
+        for _ in batch * BATCH..((batch + 1) * BATCH).min(STREAMS) {
+            opening.spawn(request(addr));
+        }
+        while let Some(opened) = guard("connecting", opening.join_next()).await {
+            let (socket, head, bytes) = opened.unwrap();
+            check_head(&head);
+            reading.spawn(read_to_end(socket, bytes));
+        }
+    }
+    reading
+}
+
 /// Sorts `times`; returns the first, the last, how many fall in each 100 ms slot, and the
 /// most in one slot.
 fn spread(times: &mut [Duration]) -> (Duration, Duration, BTreeMap<u128, usize>, usize) {
@@ -176,24 +156,14 @@ async fn two_thousand_streams_end_spread_over_the_drain_window() {
     // Two sockets per stream (client and server, one process) and some slack.
     proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
     let broker = Broker::builder().id_base(0).build();
-    let listener = hub::listen("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel();
-    let server = tokio::spawn(serve(listener, broker.clone(), stopped));
+    // The default keep-alive (15 s): the drain's end must come first, on the same timer.
+    let (addr, stop, server) = start(SseService::new(broker.clone())).await;
 
-    let mut reading = JoinSet::new();
-    for batch in 0..STREAMS.div_ceil(BATCH) {
-        let mut opening = JoinSet::new();
-        for _ in batch * BATCH..((batch + 1) * BATCH).min(STREAMS) {
-            opening.spawn(request(addr));
-        }
-        while let Some(opened) = guard("connecting", opening.join_next()).await {
-            let (socket, head, bytes) = opened.unwrap();
-            assert!(head.starts_with("http/1.1 200 "), "{head}");
-            assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
-            reading.spawn(read_to_end(socket, bytes));
-        }
-    }
+    let mut reading = open_streams(addr, |head| {
+        assert!(head.starts_with("http/1.1 200 "), "{head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    })
+    .await;
     // The subscription exists before the response head: no wait needed, but say so.
     support::wait_until("every stream subscribed", || {
         broker.total_subscribers() == STREAMS
@@ -314,18 +284,10 @@ async fn sigterm_to_the_hub_ends_two_thousand_streams_spread_over_its_drain() {
     let secs = WINDOW.as_secs().to_string();
     let mut hub = hub_process::HubProcess::start(&["--drain-secs", &secs]).await;
     let addr = hub.addr();
-    let mut reading = JoinSet::new();
-    for batch in 0..STREAMS.div_ceil(BATCH) {
-        let mut opening = JoinSet::new();
-        for _ in batch * BATCH..((batch + 1) * BATCH).min(STREAMS) {
-            opening.spawn(request(addr));
-        }
-        while let Some(opened) = guard("connecting", opening.join_next()).await {
-            let (socket, head, bytes) = opened.unwrap();
-            assert!(head.starts_with("http/1.1 200 "), "{head}");
-            reading.spawn(read_to_end(socket, bytes));
-        }
-    }
+    let mut reading = open_streams(addr, |head| {
+        assert!(head.starts_with("http/1.1 200 "), "{head}");
+    })
+    .await;
     guard("every stream subscribed", async {
         while hub.metric("sse_subscribers").await < STREAMS as f64 {
             hub_process::pause().await;

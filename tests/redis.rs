@@ -14,6 +14,7 @@ mod redis_server;
 use std::{
     collections::VecDeque,
     future::Future,
+    ops::RangeInclusive,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -61,6 +62,12 @@ fn frame(data: &str, id: &str) -> String {
     format!("data: {data}\nid: {id}\n\n")
 }
 
+/// The frames of events `e{i}` with ids `i`, for `i` in `ids`.
+fn frames(ids: RangeInclusive<usize>) -> Vec<String> {
+    ids.map(|i| frame(&format!("e{i}"), &i.to_string()))
+        .collect()
+}
+
 /// Reads a subscription one event at a time (a `recv` may bring several).
 struct Reader {
     sub: Subscription,
@@ -102,6 +109,12 @@ impl Reader {
             panic!("expected nothing, got {next:?}");
         }
     }
+}
+
+/// Resumes `list` on `broker` after `id`: what the resume says, and a reader for the rest.
+async fn resume_from(broker: &Broker, list: &str, id: &str) -> (Resume, Reader) {
+    let sub = broker.resume(&channels(broker, list), id).await.unwrap();
+    (sub.resume(), Reader::new(sub))
 }
 
 async fn publish(broker: &Broker, channel: &str, data: &str) -> String {
@@ -245,15 +258,14 @@ async fn resume_on_another_instance_replays_then_goes_live() {
             sent
         })
     };
-    let sub = b.resume(&channels(&b, "a,b"), "4").await.unwrap();
-    assert_eq!(sub.resume(), Resume::Complete);
+    let (resumed, mut sub) = resume_from(&b, "a,b", "4").await;
+    assert_eq!(resumed, Resume::Complete);
     all.extend(publisher.await.unwrap());
     let expected: Vec<String> = all[4..]
         .iter()
         .filter(|(channel, _)| *channel != "c")
         .map(|(_, f)| f.clone())
         .collect();
-    let mut sub = Reader::new(sub);
     assert_eq!(sub.take(expected.len()).await, expected);
     let id = publish(&a, "a", "live").await;
     assert_eq!(sub.next().await, frame("live", &id));
@@ -267,9 +279,8 @@ async fn resume_on_another_instance_replays_then_goes_live() {
         .unwrap();
     assert_eq!(given, "order-7");
     let after = publish(&a, "p", "y").await;
-    let sub = b.resume(&channels(&b, "p"), "order-7").await.unwrap();
-    assert_eq!(sub.resume(), Resume::Complete);
-    let mut sub = Reader::new(sub);
+    let (resumed, mut sub) = resume_from(&b, "p", "order-7").await;
+    assert_eq!(resumed, Resume::Complete);
     assert_eq!(sub.next().await, frame("y", &after));
     sub.assert_idle();
 }
@@ -282,10 +293,7 @@ async fn resume_older_than_the_history_is_a_gap_and_unknown_ids_are_live() {
     for i in 1..=20 {
         assert_eq!(publish(&a, "a", &format!("e{i}")).await, i.to_string());
     }
-    let kept: Vec<String> = (16..=20)
-        .map(|i| frame(&format!("e{i}"), &i.to_string()))
-        .collect();
-    let ch = channels(&b, "a");
+    let kept = frames(16..=20);
     let mut readers = Vec::new();
     for (id, resume, replayed) in [
         ("1", Resume::Gap, &kept[..]),
@@ -298,9 +306,8 @@ async fn resume_older_than_the_history_is_a_gap_and_unknown_ids_are_live() {
         ("21", Resume::Unknown, &[][..]),
         ("015", Resume::Unknown, &[][..]),
     ] {
-        let sub = b.resume(&ch, id).await.unwrap();
-        assert_eq!(sub.resume(), resume, "resume from {id:?}");
-        let mut reader = Reader::new(sub);
+        let (resumed, mut reader) = resume_from(&b, "a", id).await;
+        assert_eq!(resumed, resume, "resume from {id:?}");
         assert_eq!(reader.take(replayed.len()).await, replayed, "from {id:?}");
         readers.push(reader);
     }
@@ -460,7 +467,7 @@ async fn data_loss_with_reused_ids_and_a_resumed_stream() {
     for i in 1..=3 {
         publish(&b, "a", &format!("old{i}")).await;
     }
-    let mut sub = Reader::new(b.resume(&channels(&b, "a"), "1").await.unwrap());
+    let (_, mut sub) = resume_from(&b, "a", "1").await;
     assert_eq!(sub.take(2).await, [frame("old2", "2"), frame("old3", "3")]);
     let locked = redis.restart_locked().await;
     let fresh = connect(&locked, 100).await;
@@ -981,16 +988,9 @@ async fn a_resume_past_an_expired_history_is_a_gap() {
     for i in 1..=5 {
         publish(&a, "a", &format!("e{i}")).await;
     }
-    let sub = a.resume(&channels(&a, "a,quiet"), "3").await.unwrap();
-    assert_eq!(
-        sub.resume(),
-        Resume::Complete,
-        "a channel never published to"
-    );
-    assert_eq!(
-        Reader::new(sub).take(2).await,
-        [frame("e4", "4"), frame("e5", "5")]
-    );
+    let (resumed, mut sub) = resume_from(&a, "a,quiet", "3").await;
+    assert_eq!(resumed, Resume::Complete, "a channel never published to");
+    assert_eq!(sub.take(2).await, [frame("e4", "4"), frame("e5", "5")]);
 
     let mut conn = redis.admin(&redis.url()).await;
     let () = redis::cmd("DEL")
@@ -1004,16 +1004,15 @@ async fn a_resume_past_an_expired_history_is_a_gap() {
         .await
         .unwrap();
     for list in ["a", "quiet"] {
-        let sub = a.resume(&channels(&a, list), "3").await.unwrap();
-        assert_eq!(sub.resume(), Resume::Gap, "{list}, expired");
-        Reader::new(sub).assert_idle();
+        let (resumed, mut sub) = resume_from(&a, list, "3").await;
+        assert_eq!(resumed, Resume::Gap, "{list}, expired");
+        sub.assert_idle();
     }
     // The history again, from the next publish: still a gap from before it.
     assert_eq!(publish(&a, "a", "e6").await, "6");
     for (from, resume) in [("3", Resume::Gap), ("5", Resume::Complete)] {
-        let sub = a.resume(&channels(&a, "a"), from).await.unwrap();
-        assert_eq!(sub.resume(), resume, "from {from}");
-        let mut sub = Reader::new(sub);
+        let (resumed, mut sub) = resume_from(&a, "a", from).await;
+        assert_eq!(resumed, resume, "from {from}");
         assert_eq!(sub.next().await, frame("e6", "6"));
         sub.assert_idle();
     }
@@ -1032,11 +1031,7 @@ async fn a_resume_replays_at_most_the_history_and_4_mib() {
     for i in 1..=20 {
         publish(&a, "a", &format!("e{i}")).await;
     }
-    let newest = |from: usize| -> Vec<String> {
-        (from..=20)
-            .map(|i| frame(&format!("e{i}"), &i.to_string()))
-            .collect()
-    };
+    let newest = |from: usize| frames(from..=20);
     for (broker, from, resume, replayed) in [
         (&five, "1", Resume::Gap, newest(16)),
         (&five, "17", Resume::Complete, newest(18)),
@@ -1044,9 +1039,8 @@ async fn a_resume_replays_at_most_the_history_and_4_mib() {
         (&none, "20", Resume::Complete, Vec::new()),
         (&a, "1", Resume::Complete, newest(2)),
     ] {
-        let sub = broker.resume(&channels(broker, "a"), from).await.unwrap();
-        assert_eq!(sub.resume(), resume, "from {from}");
-        let mut sub = Reader::new(sub);
+        let (resumed, mut sub) = resume_from(broker, "a", from).await;
+        assert_eq!(resumed, resume, "from {from}");
         assert_eq!(sub.take(replayed.len()).await, replayed, "from {from}");
         sub.assert_idle();
     }
@@ -1057,9 +1051,8 @@ async fn a_resume_replays_at_most_the_history_and_4_mib() {
     for _ in 0..6 {
         ids.push(publish(&a, "big", &big).await);
     }
-    let sub = a.resume(&channels(&a, "big"), "20").await.unwrap();
-    assert_eq!(sub.resume(), Resume::Gap);
-    let mut sub = Reader::new(sub);
+    let (resumed, mut sub) = resume_from(&a, "big", "20").await;
+    assert_eq!(resumed, Resume::Gap);
     for id in &ids[3..] {
         assert!(sub.next().await == frame(&big, id), "event {id}");
     }
@@ -1089,17 +1082,16 @@ async fn publisher_ids_are_indexed_with_the_history() {
         .collect();
     assert_eq!(index, kept);
 
-    let sub = a.resume(&channels(&a, "a"), "id-18").await.unwrap();
-    assert_eq!(sub.resume(), Resume::Complete);
-    let mut sub = Reader::new(sub);
+    let (resumed, mut sub) = resume_from(&a, "a", "id-18").await;
+    assert_eq!(resumed, Resume::Complete);
     assert_eq!(
         sub.take(2).await,
         [frame("e19", "id-19"), frame("e20", "id-20")]
     );
     sub.assert_idle();
-    let sub = a.resume(&channels(&a, "a"), "id-3").await.unwrap();
-    assert_eq!(sub.resume(), Resume::Unknown);
-    Reader::new(sub).assert_idle();
+    let (resumed, mut sub) = resume_from(&a, "a", "id-3").await;
+    assert_eq!(resumed, Resume::Unknown);
+    sub.assert_idle();
 }
 
 /// Not a test: prints publish-to-receive latency for 1,000 subscribers.

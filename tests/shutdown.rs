@@ -11,74 +11,34 @@
 
 #[path = "../examples/support/proc.rs"]
 mod proc;
+#[path = "support/serve.rs"]
+mod serve;
 mod support;
 
 use std::net::SocketAddr;
 
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use serve::{read_head, start};
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::oneshot,
+    net::TcpStream,
     task::JoinSet,
 };
-use tower::ServiceExt;
-use tower_sse::{hub, Broker, Event, SseService};
+use tower_sse::{Broker, Event, SseService};
 
 const STREAMS: usize = 5_000;
 /// Connections opened at once: well under the listener's backlog ([`hub::BACKLOG`]).
 const BATCH: usize = 250;
-
-/// Serves streams until `stop`, then stops accepting and shuts down gracefully. Returns how
-/// many connections ended with an error.
-async fn serve(listener: TcpListener, broker: Broker, stop: oneshot::Receiver<()>) -> usize {
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
-    let sse = SseService::new(broker).keep_alive(None);
-    tokio::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => accepted.expect("accept").0,
-            _ = &mut stop => break,
-        };
-        let sse = sse.clone();
-        let service = service_fn(move |req| sse.clone().oneshot(req));
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        connections.spawn(graceful.watch(conn));
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    let mut errors = 0;
-    while let Some(ended) = connections.join_next().await {
-        if let Err(err) = ended.expect("no connection task panics") {
-            eprintln!("connection: {err}");
-            errors += 1;
-        }
-    }
-    errors
-}
 
 /// Opens a stream and reads its head; returns the socket and any body bytes already read.
 async fn open(addr: SocketAddr, channels: &str) -> (TcpStream, Vec<u8>) {
     let mut socket = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET /events?channel={channels} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     socket.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let mut chunk = [0; 1024];
-        let n = socket.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before the head");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    let (head, bytes) = read_head(&mut socket).await;
     assert!(head.starts_with("http/1.1 200 "), "{head}");
     assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
-    (socket, buf.split_off(end))
+    (socket, bytes)
 }
 
 /// Decodes a complete chunked body, which must be all of `bytes`: the last chunk, its
@@ -112,11 +72,7 @@ async fn five_thousand_streams_end_cleanly_on_graceful_shutdown() {
     // Two sockets per stream (client and server, one process) and some slack.
     proc::raise_open_files(2 * STREAMS as u64 + 256).unwrap();
     let broker = Broker::builder().id_base(0).build();
-    // `TcpListener::bind` listens with a backlog of 128: too few for a batch of connects.
-    let listener = hub::listen("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel();
-    let server = tokio::spawn(serve(listener, broker.clone(), stopped));
+    let (addr, stop, server) = start(SseService::new(broker.clone()).keep_alive(None)).await;
 
     // Even streams on `all`, odd ones on `all` and `odd`.
     let mut streams = Vec::with_capacity(STREAMS);

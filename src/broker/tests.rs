@@ -195,18 +195,24 @@ fn resume_after_a_publisher_id() {
     assert_eq!(recv_now(&mut sub), "data: 3\nid: 3\n\n");
 }
 
-#[test]
-fn resume_from_an_id_older_than_history_replays_all_kept_and_says_gap() {
-    let broker = Broker::builder().id_base(0).buffer(1).history(2).build();
+/// On a broker with a history of 2: publishes 1 to 5 on `a`; a resume after 1 replays the two
+/// kept, 4 and 5, and says it is a gap; one after 3 is complete.
+fn publish_five_and_resume_with_a_history_of_two(broker: &Broker) {
     for i in 1..=5 {
-        publish(&broker, "a", &i.to_string());
+        publish(broker, "a", &i.to_string());
     }
-    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    let mut sub = broker.res(&channels(broker, "channel=a"), "1").unwrap();
     assert_eq!(sub.resume(), Resume::Gap);
     assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
     // The last kept event's predecessor is still complete.
-    let sub = broker.res(&channels(&broker, "channel=a"), "3").unwrap();
+    let sub = broker.res(&channels(broker, "channel=a"), "3").unwrap();
     assert_eq!(sub.resume(), Resume::Complete);
+}
+
+#[test]
+fn resume_from_an_id_older_than_history_replays_all_kept_and_says_gap() {
+    let broker = Broker::builder().id_base(0).buffer(1).history(2).build();
+    publish_five_and_resume_with_a_history_of_two(&broker);
 }
 
 #[test]
@@ -370,14 +376,7 @@ fn a_resume_replays_at_most_the_history() {
     // A subscriber keeps the channel and its buffer of 256; the history is 2.
     let broker = Broker::builder().id_base(0).history(2).build();
     let _keeper = broker.sub(&channels(&broker, "channel=a")).unwrap();
-    for i in 1..=5 {
-        publish(&broker, "a", &i.to_string());
-    }
-    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
-    assert_eq!(sub.resume(), Resume::Gap);
-    assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
-    let sub = broker.res(&channels(&broker, "channel=a"), "3").unwrap();
-    assert_eq!(sub.resume(), Resume::Complete);
+    publish_five_and_resume_with_a_history_of_two(&broker);
 }
 
 #[test]
