@@ -191,6 +191,7 @@ fn clock_base() -> u64 {
 }
 
 /// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
 pub(super) struct Handle(Weak<Shared>);
 
 impl Handle {
@@ -199,6 +200,7 @@ impl Handle {
         Handle(Arc::downgrade(shared))
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
     fn inner(&self) -> Result<Arc<Shared>, Gone> {
         self.0.upgrade().ok_or(Gone)
     }
