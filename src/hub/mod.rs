@@ -33,9 +33,11 @@
 mod app;
 mod args;
 mod auth;
+mod connections;
 mod prometheus;
 mod publish;
 mod serve;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -47,6 +49,10 @@ pub use self::{
     prometheus::metrics,
     publish::MAX_BODY,
     serve::{listen, run, shutdown, shutdown_signal, BACKLOG},
+};
+pub use self::{
+    connections::{Server, MAX_STREAMS_PER_CONNECTION},
+    tls::{tls_config, TlsError, ALPN},
 };
 
 /// The `tower-sse-hub` binary: parses the flags (see [`Args`]), logs to stdout through

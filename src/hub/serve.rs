@@ -4,7 +4,7 @@ use std::{error::Error, future::Future, io, time::Duration};
 
 use tokio::net::{lookup_host, TcpListener, TcpSocket};
 
-use super::{app, args::redis_url, broker, metrics, Args};
+use super::{app, args::redis_url, broker, metrics, tls_config, Args, Server};
 use crate::Broker;
 
 /// The listen backlog of [`listen`]: 1,024. `TcpListener::bind` asks for 128, too few for
@@ -105,12 +105,13 @@ pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
 }
 
 /// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`] on
-/// `--bind`, until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
+/// `--bind` (served by a [`Server`]: HTTPS with `--tls-cert` and `--tls-key`, else HTTP/1.1
+/// and h2c), until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
 ///
 /// # Errors
 ///
-/// The broker can't be built (see [`broker`]), the address can't be bound, or serving
-/// fails.
+/// The certificate or key can't be loaded (see [`tls_config`]), the broker can't be built
+/// (see [`broker`]), or the address can't be bound.
 ///
 /// ```no_run
 /// use clap::Parser;
@@ -134,20 +135,24 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     );
     args.redis_url = redis_url(args.redis_url, env.0, env.1);
     metrics();
+    let mut server = Server::new().max_streams_per_connection(args.max_streams_per_connection);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        server = server.tls(tls_config(cert, key)?);
+    }
     let broker = broker(&args).await?;
     let listener = listen(&args.bind).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         redis = args.redis_url.is_some(),
         token = args.token.is_some(),
+        tls = args.tls_cert.is_some(),
         "hub listening"
     );
     let keep_alive = (args.keep_alive > 0).then(|| Duration::from_secs(args.keep_alive));
     let app = app(broker.clone(), args.token, keep_alive);
-    // `into_make_service` once, rather than `axum::serve(listener, app)`, which rebuilds the
-    // router for every connection: about 500 bytes per route held by each open stream.
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown(broker, shutdown_signal()))
-        .await?;
+    // Not `axum::serve`, which has no TLS; the router is cloned per connection, not rebuilt.
+    server
+        .serve(listener, app, shutdown(broker, shutdown_signal()))
+        .await;
     Ok(())
 }
