@@ -4,16 +4,21 @@
 //! in one DATA frame; a stream the client resets unsubscribes while its connection lives on;
 //! shutdown ends every stream cleanly and the server returns; 100 streams of one connection
 //! each get every event; and a connection carries at most `--max-streams-per-connection`.
+//! The binary as shipped serves HTTPS and h2c, takes its TLS files from the environment too,
+//! and exits 1 naming a file it can't use.
 
 #![cfg(feature = "hub")]
 
 #[path = "support/h2.rs"]
 mod h2;
+#[path = "support/hub_process.rs"]
+mod hub_process;
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use h2::{data, get_http1_over_tls, Cert, Stream, Transport, H2};
+use hub_process::{hub_binary, HubProcess};
 use hyper::StatusCode;
 use support::{client, guard, wait_until};
 use tokio::{sync::oneshot, task::JoinHandle, task::JoinSet};
@@ -252,4 +257,110 @@ async fn a_connection_carries_at_most_max_streams_per_connection() {
         hub.publish("b", "to all").await;
         assert_eq!(data(&ninth.event().await.unwrap()), "to all");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_https_and_h2c() {
+    let cert = Cert::new();
+    let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    let tls = HubProcess::start(&["--tls-cert", cert_file, "--tls-key", key_file]).await;
+    let mut h2 = H2::connect(tls.addr(), Transport::Tls, Some(&cert)).await;
+    let mut stream = h2.subscribe("/events?channel=bin").await;
+    h2.post("/publish?channel=bin", "over h2").await;
+    assert_eq!(data(&stream.event().await.unwrap()), "over h2");
+    let res = get_http1_over_tls(&cert, tls.addr(), &[b"http/1.1"], "/healthz").await;
+    assert_eq!(Stream::new(res).rest().await, "ok");
+    assert!(tls.stdout().contains("tls=true"), "{}", tls.stdout());
+
+    let plain = HubProcess::start(&[]).await;
+    let mut h2c = H2::connect(plain.addr(), Transport::H2c, None).await;
+    let mut stream = h2c.subscribe("/events?channel=bin").await;
+    plain.publish("channel=bin", "over h2c").await;
+    assert_eq!(data(&stream.event().await.unwrap()), "over h2c");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_1_naming_a_file_it_cannot_use() {
+    let cert = Cert::new();
+    let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    let other = Cert::new();
+    let other_key = other.key.to_str().unwrap();
+    let cases: [(&[&str], String); 3] = [
+        (
+            &["--tls-cert", "/nonexistent/cert.pem", "--tls-key", key_file],
+            "tower-sse-hub: certificate /nonexistent/cert.pem: No such file".to_owned(),
+        ),
+        (
+            &["--tls-cert", key_file, "--tls-key", key_file],
+            format!("tower-sse-hub: certificate {key_file}: no PEM certificate in it\n"),
+        ),
+        (
+            &["--tls-cert", cert_file, "--tls-key", other_key],
+            format!("tower-sse-hub: certificate {cert_file} with private key {other_key}: "),
+        ),
+    ];
+    for (args, expected) in cases {
+        let exited = match HubProcess::try_start(args).await {
+            Ok(_) => panic!("the hub started with {args:?}"),
+            Err(exited) => exited,
+        };
+        assert_eq!(exited.status.code(), Some(1), "{args:?}");
+        assert!(
+            exited.stderr.starts_with(&expected),
+            "{args:?}: {}",
+            exited.stderr
+        );
+    }
+}
+
+#[test]
+fn the_binary_takes_its_tls_files_from_the_environment() {
+    // A blocking run of the binary: it exits at once, on the file the variable names.
+    let out = Command::new(hub_binary())
+        .args(["--bind", "127.0.0.1:0"])
+        .env("SSE_HUB_TLS_CERT", "/nonexistent/env-cert.pem")
+        .env("SSE_HUB_TLS_KEY", "/nonexistent/env-key.pem")
+        .env("SSE_HUB_MAX_STREAMS_PER_CONNECTION", "16")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("tower-sse-hub: certificate /nonexistent/env-cert.pem: "),
+        "{stderr}"
+    );
+    let help = Command::new(hub_binary()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for shown in [
+        "[env: SSE_HUB_TLS_CERT=]",
+        "[env: SSE_HUB_TLS_KEY=]",
+        "[env: SSE_HUB_MAX_STREAMS_PER_CONNECTION=] [default: 256]",
+    ] {
+        assert!(help.contains(shown), "{shown} in {help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_ends_its_streams_on_sigterm_and_exits_0() {
+    let cert = Cert::new();
+    let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
+    let mut hub = HubProcess::start(&["--tls-cert", cert_file, "--tls-key", key_file]).await;
+    let mut h2 = H2::connect(hub.addr(), Transport::Tls, Some(&cert)).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(h2.subscribe("/events?channel=end").await);
+    }
+    let res = get_http1_over_tls(&cert, hub.addr(), &[b"http/1.1"], "/events?channel=end").await;
+    streams.push(Stream::new(res));
+    h2.post("/publish?channel=end", "last").await;
+    let status = hub.terminate().await;
+    for stream in streams {
+        // `rest` panics on a reset: each ends cleanly, after the event.
+        let rest = stream.rest().await;
+        assert!(
+            rest.starts_with("data: last\nid: ") && rest.ends_with("\n\n"),
+            "{rest:?}"
+        );
+    }
+    assert!(status.success(), "{status}");
 }

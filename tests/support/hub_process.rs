@@ -166,6 +166,21 @@ impl HubProcess {
         self.child.id()
     }
 
+    /// Sends SIGTERM and waits for the hub to exit.
+    pub async fn terminate(&mut self) -> ExitStatus {
+        // SAFETY: kill has no memory preconditions; the pid is our child's, not yet reaped.
+        assert_eq!(unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) }, 0);
+        guard("the hub exits", async {
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait for the hub") {
+                    return status;
+                }
+                pause().await;
+            }
+        })
+        .await
+    }
+
     /// `http://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
