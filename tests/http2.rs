@@ -21,7 +21,12 @@ use h2::{data, get_http1_over_tls, Cert, Stream, Transport, H2};
 use hub_process::{hub_binary, HubProcess};
 use hyper::StatusCode;
 use support::{client, guard, wait_until};
-use tokio::{sync::oneshot, task::JoinHandle, task::JoinSet};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::oneshot,
+    task::{JoinHandle, JoinSet},
+};
 use tower_sse::{hub, Broker, Event};
 
 const BOTH: [Transport; 2] = [Transport::H2c, Transport::Tls];
@@ -192,6 +197,37 @@ async fn shutdown_ends_every_stream_and_the_server_returns() {
         }
         assert_eq!(hub.broker.total_subscribers(), 0, "{transport:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_clients_that_said_nothing() {
+    for transport in BOTH {
+        let mut hub = Hub::new(transport).await;
+        // Connected, nothing sent; and stopped partway through the HTTP/2 preface.
+        let _silent = TcpStream::connect(hub.addr).await.unwrap();
+        let mut partway = TcpStream::connect(hub.addr).await.unwrap();
+        partway.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let mut h2 = hub.connect().await;
+        let stream = h2.subscribe("/events?channel=s").await;
+        hub.shut_down().await;
+        assert_eq!(stream.rest().await, "", "{transport:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_requests_starting_like_the_preface_are_http1() {
+    let hub = Hub::new(Transport::H2c).await;
+    let mut tcp = TcpStream::connect(hub.addr).await.unwrap();
+    // "P" could begin the HTTP/2 preface: the server looks again until "O" says otherwise.
+    tcp.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let request = "OST /publish?channel=p HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\
+                   connection: close\r\n\r\nhi";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    guard("answer", tcp.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
