@@ -25,8 +25,13 @@
 //!
 //! Logs: `RUST_LOG` (default `info`; `debug` shows subscribe and unsubscribe).
 //!
+//! With `--tls-cert` and `--tls-key`, HTTPS, and HTTP/2 when ALPN selects it, so that a page's
+//! `EventSource`s share one connection instead of 6 per origin; without, HTTP/1.1 and h2c. See
+//! [`Server`].
+//!
 //! The parts are public, to build a hub of your own: [`app`] is the router (add routes or
-//! layers to it), [`listen`] the listener, [`shutdown`] and [`shutdown_signal`] the stop.
+//! layers to it), [`listen`] the listener, [`Server`] and [`tls_config`] the serving,
+//! [`shutdown`] and [`shutdown_signal`] the stop.
 //!
 //! [RFC 6750 §2.3]: https://www.rfc-editor.org/rfc/rfc6750#section-2.3
 
