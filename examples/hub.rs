@@ -29,7 +29,7 @@ async fn subscribers(State(broker): State<Broker>, Query(query): Query<Channel>)
 }
 
 /// The hub's routes (no token, keep-alive every 15 s), and ours beside them.
-fn app(broker: Broker) -> Router {
+pub fn app(broker: Broker) -> Router {
     let ours = Router::new()
         .route("/subscribers", get(subscribers))
         .with_state(broker.clone());
@@ -44,7 +44,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = hub::listen("127.0.0.1:8080").await?;
     println!("hub: listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app(broker.clone()).into_make_service())
-        .with_graceful_shutdown(hub::shutdown(broker, hub::shutdown_signal()))
+        .with_graceful_shutdown(hub::shutdown(
+            broker,
+            Duration::from_secs(10),
+            hub::shutdown_signal(),
+        ))
         .await?;
     Ok(())
 }

@@ -9,9 +9,12 @@
 //! - a `: lagged by N events` comment when the subscriber fell behind (see
 //!   [`LagPolicy`](crate::LagPolicy));
 //!
-//! and ends when the broker closes (after the events already published) or a lagging
-//! subscriber is disconnected. Dropping the body (the client went away) drops the subscription,
-//! which unsubscribes at once.
+//! and ends when the broker closes (after the events already published), at the stream's turn
+//! in a [drain](crate::Broker::drain) (after the events published until then and a `retry:`
+//! field), or when a lagging subscriber is disconnected. Dropping the body (the client went
+//! away) drops the subscription, which unsubscribes at once.
+//!
+//! One timer serves both the keep-alive and the drain: it is armed for whichever comes first.
 //!
 //! The same type also carries the short plain-text bodies of error responses, so that every
 //! response of [`SseService`](crate::SseService) has one body type.
@@ -65,6 +68,7 @@ pin_project! {
             // only re-armed when it fires early, so a busy stream never touches the timer.
             due: Instant,
             // Boxed, so the body stays `Unpin` and easy to use; made on the first idle poll.
+            // Armed for the keep-alive or the stream's end in a drain, whichever is first.
             timer: Option<Pin<Box<Sleep>>>,
             ended: bool,
         },
@@ -157,33 +161,52 @@ impl Body for SseBody {
                 if let Some(first) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(first))));
                 }
-                let bytes = match subscription.poll_delivery(cx, MAX_FRAME) {
-                    Poll::Ready(Some(Delivery::Events(bytes))) => bytes,
-                    Poll::Ready(Some(Delivery::Lagged(missed))) => {
-                        Bytes::from(format!(": lagged by {missed} events\n\n"))
-                    }
-                    Poll::Ready(None) => {
-                        *ended = true;
-                        return Poll::Ready(None);
-                    }
-                    Poll::Pending => {
-                        let Some(every) = *keep_alive else {
-                            return Poll::Pending;
-                        };
-                        let timer =
-                            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*due)));
-                        loop {
-                            if timer.as_mut().poll(cx).is_pending() {
-                                return Poll::Pending;
-                            }
-                            if Instant::now() >= *due {
-                                break;
-                            }
-                            // Fired early: frames went out since it was armed.
-                            timer.as_mut().reset(*due);
+                let bytes = loop {
+                    match subscription.poll_delivery(cx, MAX_FRAME) {
+                        Poll::Ready(Some(Delivery::Events(bytes))) => break bytes,
+                        Poll::Ready(Some(Delivery::Lagged(missed))) => {
+                            break Bytes::from(format!(": lagged by {missed} events\n\n"));
                         }
-                        *due = Instant::now() + every;
-                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b":\n\n")))));
+                        // It drew its end: the timer below is armed for it.
+                        Poll::Ready(Some(Delivery::Drain)) => continue,
+                        Poll::Ready(None) => {
+                            *ended = true;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending => {}
+                    }
+                    let end = subscription.drain_end();
+                    let deadline = match (keep_alive.is_some(), end) {
+                        (false, None) => return Poll::Pending,
+                        (true, None) => *due,
+                        (false, Some(end)) => end,
+                        (true, Some(end)) => end.min(*due),
+                    };
+                    let timer =
+                        timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.deadline() > deadline {
+                        // A drain's end before the keep-alive it was armed for.
+                        timer.as_mut().reset(deadline);
+                    }
+                    loop {
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        let now = Instant::now();
+                        if end.is_some_and(|end| now >= end) {
+                            // Its turn: the subscription now ends the stream.
+                            break;
+                        }
+                        if let Some(every) = *keep_alive {
+                            if now >= *due {
+                                *due = now + every;
+                                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                                    b":\n\n",
+                                )))));
+                            }
+                        }
+                        // Fired early: frames went out since it was armed.
+                        timer.as_mut().reset(deadline);
                     }
                 };
                 if let Some(every) = keep_alive {
@@ -290,6 +313,135 @@ mod tests {
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), ": lagged by 2 events\n\n");
         assert!(body.frame().await.is_none());
+    }
+
+    fn poll(task: &mut tokio_test::task::Spawn<()>, body: &mut SseBody) -> Poll<Option<Bytes>> {
+        task.enter(|cx, _| Pin::new(&mut *body).poll_frame(cx))
+            .map(|frame| frame.map(|frame| frame.unwrap().into_data().unwrap()))
+    }
+
+    /// The `retry:` the body's subscription drew for its turn, in milliseconds.
+    fn retry_ms(body: &SseBody) -> u64 {
+        match &body.kind {
+            Kind::Stream { subscription, .. } => subscription.drain_retry_ms().unwrap(),
+            Kind::Full { .. } => unreachable!(),
+        }
+    }
+
+    /// Reads the `retry:` field's milliseconds, checking the field's bytes exactly.
+    fn parse_retry(frame: &[u8]) -> u64 {
+        let text = std::str::from_utf8(frame).unwrap();
+        let ms = text
+            .strip_prefix("retry: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert_eq!(text, format!("retry: {ms}\n\n"));
+        ms
+    }
+
+    /// Whether a client that got its `retry:` of `ms` at `ended` (since the drain's start)
+    /// reconnects in `[W + grace, 2W + grace]`, give or take the rounding up to 1 ms.
+    fn reconnects_after_the_drain(ended: Duration, ms: u64, window: Duration) -> bool {
+        let grace = crate::broker::DRAIN_GRACE;
+        let reconnect = ended + Duration::from_millis(ms);
+        reconnect >= window + grace && reconnect <= 2 * window + grace + Duration::from_millis(1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_wakes_an_idle_stream_delivers_then_sends_retry_and_ends() {
+        use tokio_test::{assert_pending, assert_ready_eq};
+        let broker = Broker::builder().id_base(0).build();
+        let mut body = body(&broker, Some(Duration::from_secs(15))).await;
+        let mut task = tokio_test::task::spawn(());
+        assert_pending!(poll(&mut task, &mut body));
+
+        let window = Duration::from_secs(1);
+        let start = Instant::now();
+        let drained = broker.drain(window);
+        assert!(task.is_woken(), "the drain's start wakes a waiting stream");
+        // Events published during the drain still arrive, up to the stream's turn.
+        broker
+            .publish("sse", Event::default().data("during"))
+            .await
+            .unwrap();
+        assert_ready_eq!(
+            poll(&mut task, &mut body),
+            Some(Bytes::from("data: during\nid: 1\n\n"))
+        );
+        assert_pending!(poll(&mut task, &mut body));
+        // Its timer is armed for its turn, not for the keep-alive 15 s away.
+        tokio::time::advance(window).await;
+        assert!(task.is_woken(), "its timer wakes it at its turn");
+        let retry = format!("retry: {}\n\n", retry_ms(&body));
+        assert_ready_eq!(poll(&mut task, &mut body), Some(Bytes::from(retry)));
+        assert_ready_eq!(poll(&mut task, &mut body), None);
+        assert!(body.is_end_stream());
+
+        // The last stream is gone: the drain is over, before its grace.
+        drop(body);
+        drained.await;
+        assert!(broker.is_closed());
+        assert_eq!(start.elapsed(), window);
+    }
+
+    /// Keep-alives go on during a drain until the stream's turn, which is within the window.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_goes_on_until_the_turn() {
+        let broker = Broker::builder().id_base(0).build();
+        let mut body = body(&broker, Some(Duration::from_secs(15))).await;
+        let window = Duration::from_secs(3600);
+        let start = Instant::now();
+        let _drained = broker.drain(window);
+        let mut last = start;
+        let retry = loop {
+            let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            if frame != ":\n\n" {
+                break frame;
+            }
+            assert_eq!(last.elapsed(), Duration::from_secs(15));
+            last = Instant::now();
+        };
+        let ended = start.elapsed();
+        assert!(ended < window, "{ended:?}");
+        assert!(last.elapsed() < Duration::from_secs(15));
+        let ms = parse_retry(&retry);
+        assert!(
+            reconnects_after_the_drain(ended, ms, window),
+            "{ended:?} {ms}"
+        );
+        assert!(body.frame().await.is_none());
+    }
+
+    /// Without keep-alive the body still has its timer for the turn; with a window of 0 a
+    /// stream ends at once, and its client waits the grace, 1 s, exactly.
+    #[tokio::test(start_paused = true)]
+    async fn drain_without_keep_alive_and_a_zero_window() {
+        let broker = Broker::builder().id_base(0).build();
+        let mut slow = body(&broker, None).await;
+        let start = Instant::now();
+        let window = Duration::from_millis(500);
+        let _drained = broker.drain(window);
+        let frame = slow.frame().await.unwrap().unwrap().into_data().unwrap();
+        let ended = start.elapsed();
+        assert!(ended < window);
+        assert!(reconnects_after_the_drain(
+            ended,
+            parse_retry(&frame),
+            window
+        ));
+        assert!(slow.frame().await.is_none());
+
+        let broker = Broker::builder().id_base(0).build();
+        let mut at_once = body(&broker, None).await;
+        let start = Instant::now();
+        let _drained = broker.drain(Duration::ZERO);
+        assert_eq!(
+            at_once.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "retry: 1000\n\n"
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(at_once.frame().await.is_none());
     }
 
     #[tokio::test]

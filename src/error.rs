@@ -6,16 +6,16 @@
 //! answers it with ([`PublishError::status`], [`SubscribeError::status`]), so every server
 //! built on the crate maps them the same way.
 
-use std::{error::Error as StdError, fmt, sync::Arc};
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
 use http::StatusCode;
 
-use crate::{channel::ChannelError, event::EventError};
+use crate::{backend::OutcomeUnknown, channel::ChannelError, event::EventError};
 
 /// A boxed error from a backend (Redis unreachable, ...).
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Why a publish failed. Nothing was published.
+/// Why a publish failed. Nothing was published, except after [`PublishError::Unknown`].
 ///
 /// ```
 /// # use tower_sse::{Broker, Event, PublishError};
@@ -45,20 +45,33 @@ pub enum PublishError {
     },
     /// [`Broker::close`](crate::Broker::close) was called.
     Closed,
-    /// The backend could not take the event (Redis unreachable, ...). Worth a retry; a
-    /// service answers it with `503 Service Unavailable`.
+    /// The backend could not take the event (Redis refused the connection or the command):
+    /// it was surely not published. Worth a retry; a service answers it with
+    /// `503 Service Unavailable`.
     Backend(Box<dyn StdError + Send + Sync>),
+    /// The event was sent to the backend, but no answer came in time (Redis paused or
+    /// partitioned, the connection lost on the way): it may have been published, now or once
+    /// the backend comes back. A service answers it with `504 Gateway Timeout`.
+    ///
+    /// A retry with the same [`Event::id`](crate::Event::id) is safe on Redis: the same id and
+    /// the same event on the same channel within 10 minutes are published once (see the
+    /// `redis` module, feature `redis`). A retry of an event without an id may publish it
+    /// twice.
+    Unknown(Box<dyn StdError + Send + Sync>),
 }
 
 impl PublishError {
     /// The status a service answers this error with: `400 Bad Request` for bad input (the
-    /// event or the channel name), `503 Service Unavailable` otherwise (closed, backend down:
-    /// worth a retry).
+    /// event or the channel name), `504 Gateway Timeout` when the outcome is
+    /// [unknown](PublishError::Unknown) (the event may have been published), `503 Service
+    /// Unavailable` otherwise (closed, backend down: nothing was published, worth a retry).
     ///
     /// ```
     /// # use tower_sse::{EventError, PublishError};
     /// let err = PublishError::Event(EventError::Id);
     /// assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    /// let err = PublishError::Unknown("timed out".into());
+    /// assert_eq!(err.status(), http::StatusCode::GATEWAY_TIMEOUT);
     /// ```
     pub fn status(&self) -> StatusCode {
         match self {
@@ -66,6 +79,18 @@ impl PublishError {
                 StatusCode::BAD_REQUEST
             }
             PublishError::Closed | PublishError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::Unknown(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The error for a backend's failed publish: [`PublishError::Unknown`] when the backend
+    /// says the event may have been published ([`OutcomeUnknown`]), else
+    /// [`PublishError::Backend`].
+    pub(crate) fn from_backend(err: BoxError) -> PublishError {
+        if err.is::<OutcomeUnknown>() {
+            PublishError::Unknown(err)
+        } else {
+            PublishError::Backend(err)
         }
     }
 
@@ -77,6 +102,7 @@ impl PublishError {
             PublishError::IdTooLong { .. } => "id",
             PublishError::Closed => "closed",
             PublishError::Backend(_) => "backend",
+            PublishError::Unknown(_) => "unknown",
         }
     }
 }
@@ -89,6 +115,12 @@ impl fmt::Display for PublishError {
             PublishError::IdTooLong { limit } => write!(f, "id longer than {limit} bytes"),
             PublishError::Closed => f.write_str("broker is closed"),
             PublishError::Backend(err) => write!(f, "backend unavailable: {err}"),
+            PublishError::Unknown(err) => {
+                write!(
+                    f,
+                    "backend did not answer, the event may be published: {err}"
+                )
+            }
         }
     }
 }
@@ -99,7 +131,7 @@ impl StdError for PublishError {
             PublishError::Event(err) => Some(err),
             PublishError::Channel(err) => Some(err),
             PublishError::IdTooLong { .. } | PublishError::Closed => None,
-            PublishError::Backend(err) => Some(&**err),
+            PublishError::Backend(err) | PublishError::Unknown(err) => Some(&**err),
         }
     }
 }
@@ -145,6 +177,13 @@ pub enum SubscribeError {
     Channel(ChannelError),
     /// [`Broker::close`](crate::Broker::close) was called.
     Closed,
+    /// The broker is [draining](crate::Broker::drain): its streams are ending, and a client
+    /// should reconnect elsewhere, or here after `retry_after`, drawn for each refusal so the
+    /// retries spread. A service answers it with that `Retry-After`.
+    Draining {
+        /// A whole number of seconds, uniform in `1..=max(1, window in whole seconds)`.
+        retry_after: Duration,
+    },
     /// Subscribing would pass [`BrokerBuilder::max_subscribers`] (no `channel`) or
     /// [`BrokerBuilder::max_subscribers_per_channel`] on `channel`. A service answers it with
     /// `Retry-After`.
@@ -180,7 +219,8 @@ impl SubscribeError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             SubscribeError::Channel(_) => "channel",
-            SubscribeError::Closed => "closed",
+            // Shutting down, as `closed`: the metric's labels stay as documented.
+            SubscribeError::Closed | SubscribeError::Draining { .. } => "closed",
             SubscribeError::TooManySubscribers { .. } => "too_many",
             SubscribeError::Backend(_) => "backend",
         }
@@ -192,6 +232,7 @@ impl fmt::Display for SubscribeError {
         match self {
             SubscribeError::Channel(err) => fmt::Display::fmt(err, f),
             SubscribeError::Closed => f.write_str("broker is closed"),
+            SubscribeError::Draining { .. } => f.write_str("broker is draining"),
             SubscribeError::TooManySubscribers {
                 channel: Some(channel),
                 limit,
@@ -212,7 +253,9 @@ impl StdError for SubscribeError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             SubscribeError::Channel(err) => Some(err),
-            SubscribeError::Closed | SubscribeError::TooManySubscribers { .. } => None,
+            SubscribeError::Closed
+            | SubscribeError::Draining { .. }
+            | SubscribeError::TooManySubscribers { .. } => None,
             SubscribeError::Backend(err) => Some(&**err),
         }
     }
@@ -328,6 +371,16 @@ mod tests {
             PublishError::Backend("x".into()).status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        let unknown = PublishError::from_backend(Box::new(OutcomeUnknown("timed out".into())));
+        assert!(matches!(unknown, PublishError::Unknown(_)));
+        assert_eq!(unknown.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            unknown.to_string(),
+            "backend did not answer, the event may be published: timed out"
+        );
+        let refused = PublishError::from_backend("connection refused".into());
+        assert!(matches!(refused, PublishError::Backend(_)));
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         let full = SubscribeError::TooManySubscribers {
             channel: None,
             limit: 1,

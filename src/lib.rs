@@ -62,11 +62,14 @@
 //! |-------|---------|----------|-----|
 //! | channels per request | 32 | [`ChannelRules::max_channels`] | each costs a slot per channel; 32 covers real pages, and thousands of `channel=` parameters are refused without building a list |
 //! | channel name | 1 to 256 bytes, no control characters, whitespace or `,` | [`ChannelRules::max_len`] | names are map keys and metric labels; `,` separates lists |
-//! | `Last-Event-ID` | 1,024 bytes | [`SseService::max_last_event_id`] | ids are short; a long one is an attack on the lookup |
+//! | `Last-Event-ID`, and ids published | 1,024 bytes | [`BrokerBuilder::max_id_len`] ([`SseService::max_last_event_id`] follows it) | ids are short; a long one is an attack on the lookup; an id published must come back |
 //! | subscribers in all | 100,000 | [`BrokerBuilder::max_subscribers`] | what a server with a raised `ulimit -n` holds; past it, clean refusals instead of an exhausted machine |
 //! | subscribers per channel | 20,000 | [`BrokerBuilder::max_subscribers_per_channel`] | one channel can't take every slot |
 //! | buffer | 256 events (or the history, if larger) | [`BrokerBuilder::buffer`] | shared by the channel's subscribers: a stalled one costs a cursor, not a copy; past it the [`LagPolicy`] applies |
-//! | history channels | 10,000 | [`BrokerBuilder::history_channels`] | a churn of channel names can't grow idle histories without bound |
+//! | history channels | 10,000 idle ones | [`BrokerBuilder::history_channels`] | a churn of channel names can't grow idle histories without bound: the one idle longest goes first, and a channel with nothing kept goes at once |
+//! | bytes kept | 64 MiB, history and buffers together | [`BrokerBuilder::max_retained_bytes`] | counts of events don't bound memory when events are large; the oldest go first |
+//! | a resume's replay | the history (0 by default) | [`BrokerBuilder::history`] | what the docs say is kept is what a client gets back |
+//! | per-channel metrics | off | [`BrokerBuilder::channel_metrics`] | a label per made-up channel name would grow the metrics without bound |
 //!
 //! Header and query sizes are bounded before a request reaches the service: the `http`
 //! crate refuses a URI over 64 KiB (`414`), hyper a header section over 400 KiB (`431`).

@@ -15,8 +15,8 @@
 //! | [`DELIVERED`] | counter | | events handed to streams (one per subscriber and event) |
 //! | [`LAGGED`] | counter | | times a subscriber fell behind its buffer |
 //! | [`DROPPED`] | counter | | events lagging subscribers did not get |
-//! | [`PUBLISH_ERRORS`] | counter | `reason` | publishes refused: `event`, `channel`, `closed`, `backend` |
-//! | [`SUBSCRIBE_ERRORS`] | counter | `reason` | subscriptions refused: `too_many`, `closed`, `backend` |
+//! | [`PUBLISH_ERRORS`] | counter | `reason` | publishes refused: `event`, `channel`, `id`, `closed`, `backend`, `unknown` (no answer: may be published) |
+//! | [`SUBSCRIBE_ERRORS`] | counter | `reason` | subscriptions refused: `channel`, `too_many`, `closed`, `backend` |
 //! | [`DENIED`] | counter | `status` | requests an [`AccessLayer`](crate::AccessLayer) denied |
 //!
 //! The `channel` label is off by default: it would take a value per channel name any client

@@ -18,6 +18,15 @@
 //!
 //! The subscription exists before the response is returned, so a client that has the response
 //! headers misses no event published after that.
+//!
+//! # Refusals
+//!
+//! A subscription the broker refuses for a while is a `503 Service Unavailable` with the reason
+//! and a `Retry-After` drawn for each response, so that the clients refused together don't all
+//! come back together: while the broker [drains](crate::Broker::drain) over a window `W`,
+//! uniform in `1..=max(1, W)` whole seconds ([`SubscribeError::Draining`]); otherwise (too many
+//! subscribers, backend down, closed) uniform in `1..=10`. `EventSource` ignores it (it retries
+//! after its own reconnection time), other clients read it.
 
 use std::{
     convert::Infallible,
@@ -36,16 +45,15 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::{
     body::SseBody,
-    broker::{Broker, Resume},
+    broker::{between, Broker, Resume},
     channel::{form_decode, query_pairs, ChannelRules, Channels},
     error::SubscribeError,
     event::Event,
 };
 
-/// Seconds a client refused with a `503` (too many subscribers, backend down, closed) is told
-/// to wait. `EventSource` ignores it (it retries after its own reconnection time), other
-/// clients read it.
-const RETRY_AFTER: &str = "5";
+/// The whole seconds a client refused with a `503` (too many subscribers, backend down,
+/// closed) is told to wait, drawn per response: 5.5 on average, as the fixed 5 this was.
+const RETRY_AFTER: (u64, u64) = (1, 10);
 
 /// Refused subscriptions are logged at most once a second, with how many were refused since:
 /// a storm of refusals (a limit reached, the backend down) must not flood the log. Each is
@@ -98,8 +106,9 @@ impl RateLimited {
 ///
 /// Clients choose channels with `?channel=` (repeatable, or comma-separated; default `sse`).
 /// Cheap to clone: a clone shares the broker. Never fails (`Error = Infallible`): a bad channel
-/// list is a `400 Bad Request` with the reason, a closed broker a `503 Service Unavailable`,
-/// and so are [too many subscribers](SubscribeError::TooManySubscribers), with `Retry-After: 5`.
+/// list is a `400 Bad Request` with the reason, a closed or draining broker a `503 Service
+/// Unavailable`, and so are [too many subscribers](SubscribeError::TooManySubscribers), with a
+/// random `Retry-After` (see [Refusals](crate::service#refusals)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -261,7 +270,7 @@ impl Subscribe {
                 let mut res = plain(err.status(), err.to_string());
                 if err.status() == StatusCode::SERVICE_UNAVAILABLE {
                     res.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER));
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(&err)));
                 }
                 return res;
             }
@@ -308,6 +317,14 @@ impl Future for ResponseFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.inner.as_mut().poll(cx).map(Ok)
+    }
+}
+
+/// The `Retry-After` seconds for a `503`, drawn for this response.
+fn retry_after(err: &SubscribeError) -> u64 {
+    match err {
+        SubscribeError::Draining { retry_after } => retry_after.as_secs(),
+        _ => between(RETRY_AFTER.0, RETRY_AFTER.1),
     }
 }
 
@@ -449,7 +466,12 @@ mod tests {
         assert_eq!(open.status(), StatusCode::OK);
         let res = service.clone().oneshot(get("/?channel=a")).await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(res.headers()["retry-after"], "5");
+        let retry_after: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=10).contains(&retry_after), "{retry_after}");
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "too many subscribers on channel a (limit 1)");
         drop(open);

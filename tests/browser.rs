@@ -3,10 +3,10 @@
 //! own `EventSource` gets the greeting into the page, and that after the server drops the
 //! stream it reconnects by itself with `Last-Event-ID` and gets exactly the events it missed.
 //!
-//! Needs `/usr/bin/chromium` and `chromedriver` (Debian: `apt-get install chromium
-//! chromium-driver`). Without them the test says so on stderr and passes, unless
-//! `TOWER_SSE_REQUIRE_BROWSER=1` (set by `.ci/run`), which makes it fail.
+//! Needs `/usr/bin/chromium` and `chromedriver` (see `tests/support/chromium.rs`).
 
+#[path = "support/chromium.rs"]
+mod chromium;
 #[path = "../examples/quickstart.rs"]
 #[allow(dead_code)]
 mod quickstart;
@@ -15,126 +15,11 @@ mod stream_server;
 
 mod support;
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    os::unix::process::CommandExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-};
-
-use fantoccini::{Client as Browser, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use chromium::{browser_tools, open_browser, Chromedriver};
+use fantoccini::{Client as Browser, Locator};
 use stream_server::Server;
 use support::guard;
 use tower_sse::{Broker, Event};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// The browser tools, or `None` (after saying so) when they are missing and not required.
-fn browser_tools() -> Option<PathBuf> {
-    let chromedriver = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("chromedriver"))
-            .find(|file| file.is_file())
-    });
-    let missing = match &chromedriver {
-        _ if !Path::new(CHROMIUM).is_file() => Some(CHROMIUM),
-        None => Some("chromedriver (on PATH)"),
-        Some(_) => None,
-    };
-    if let Some(missing) = missing {
-        let install = "apt-get install chromium chromium-driver";
-        if std::env::var("TOWER_SSE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("TOWER_SSE_REQUIRE_BROWSER=1 but {missing} is missing: {install}");
-        }
-        // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
-        let loud =
-            format!("\n!!! SKIPPED tests/browser.rs: {missing} is missing ({install}) !!!\n");
-        let _ = std::io::stderr().write_all(loud.as_bytes());
-    }
-    chromedriver
-}
-
-/// A chromedriver we started, in a process group of its own so that the Chromium it starts
-/// goes with it: killed by that group id on drop, also when the test panics.
-struct Chromedriver {
-    child: Child,
-    url: String,
-}
-
-impl Chromedriver {
-    async fn start(binary: &Path) -> Chromedriver {
-        let child = Command::new(binary)
-            .arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start chromedriver");
-        let mut driver = Chromedriver {
-            child,
-            url: String::new(),
-        };
-        // With --port=0 it picks a free port and prints it: that line is the ready signal. Keep
-        // reading until it exits, so a full pipe never blocks it.
-        let stdout = driver.child.stdout.take().unwrap();
-        let (port_tx, port_rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut port_tx = Some(port_tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let port = line
-                    .strip_prefix("ChromeDriver was started successfully on port ")
-                    .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok());
-                if let Some(port) = port {
-                    if let Some(tx) = port_tx.take() {
-                        let _ = tx.send(port);
-                    }
-                }
-            }
-        });
-        let port = guard("chromedriver start", port_rx)
-            .await
-            .expect("chromedriver exited before printing its port");
-        driver.url = format!("http://127.0.0.1:{port}");
-        driver
-    }
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        // The whole process group `process_group(0)` made for our chromedriver: Chromium goes
-        // with it (SIGTERM to chromedriver alone leaves Chromium running).
-        let group = format!("-{}", self.child.id());
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", "--", &group])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Headless Chromium through `driver`.
-async fn open_browser(driver: &Chromedriver) -> Browser {
-    let options = serde_json::json!({
-        "binary": CHROMIUM,
-        "args": [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--no-proxy-server",
-        ],
-    });
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("goog:chromeOptions".into(), options);
-    let mut builder = ClientBuilder::new(HttpConnector::new());
-    builder.capabilities(capabilities);
-    guard("webdriver session", builder.connect(&driver.url))
-        .await
-        .expect("webdriver session")
-}
 
 /// Waits, in the page, until the last item of `#greetings` reads `last`, then reads them all
 /// through WebDriver. A MutationObserver is the signal; the script timeout (30 s) the hang
@@ -179,7 +64,7 @@ fn greeting(message: &str) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_page_gets_greetings_and_resumes_after_a_drop() {
-    let Some(chromedriver) = browser_tools() else {
+    let Some(chromedriver) = browser_tools("tests/browser.rs") else {
         return;
     };
     let broker = Broker::builder().id_base(0).history(100).build();

@@ -22,7 +22,7 @@ mod support;
 
 use std::time::Duration;
 
-use chromium::{browser_tools, Chromedriver};
+use chromium::{browser_tools, open_browser_trusting_any_certificate, Chromedriver};
 use fantoccini::Client as Browser;
 use h2::{Cert, Stream, Transport, H2};
 use hub_process::HubProcess;
@@ -101,7 +101,7 @@ async fn twelve_event_sources_over_https_speak_http2_and_all_get_the_event() {
     let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
     let hub = HubProcess::start(&["--tls-cert", cert_file, "--tls-key", key_file]).await;
     let driver = Chromedriver::start(&chromedriver).await;
-    let browser = driver.open_browser().await;
+    let browser = open_browser_trusting_any_certificate(&driver).await;
 
     let url = format!("https://{}/healthz", hub.addr());
     assert_eq!(open_sources(&browser, &url).await, "h2");
@@ -130,7 +130,7 @@ async fn twelve_event_sources_over_http1_stall_after_six_connections() {
     };
     let hub = HubProcess::start(&[]).await;
     let driver = Chromedriver::start(&chromedriver).await;
-    let browser = driver.open_browser().await;
+    let browser = open_browser_trusting_any_certificate(&driver).await;
 
     let url = format!("http://{}/healthz", hub.addr());
     assert_eq!(open_sources(&browser, &url).await, "http/1.1");

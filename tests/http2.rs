@@ -53,7 +53,7 @@ impl Hub {
         }
         let app = hub::app(broker.clone(), None, keep_alive);
         let (stop, stopped) = oneshot::channel::<()>();
-        let signal = hub::shutdown(broker.clone(), async move {
+        let signal = hub::shutdown(broker.clone(), Duration::ZERO, async move {
             let _ = stopped.await;
         });
         let served = tokio::spawn(server.serve(listener, app, signal));
@@ -88,6 +88,16 @@ impl Hub {
         self.stop.take().unwrap().send(()).unwrap();
         guard("the server returns", &mut self.served).await.unwrap();
     }
+}
+
+/// The rest of a stream the drain ended, without the `retry:` it ends with.
+fn drained(rest: String) -> String {
+    let (events, retry) = rest
+        .trim_end_matches('\n')
+        .rsplit_once("retry: ")
+        .unwrap_or(("", &rest));
+    assert!(retry.parse::<u64>().is_ok(), "ends with a retry: {rest:?}");
+    events.to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,13 +197,11 @@ async fn shutdown_ends_every_stream_and_the_server_returns() {
         hub.publish("s", "one").await;
         hub.publish("s", "two").await;
         hub.shut_down().await;
-        // Each ends with END_STREAM after the events published before: `rest` panics on a
-        // reset.
+        // Each ends with END_STREAM after the events published before and the drain's
+        // `retry:`: `rest` panics on a reset.
         for stream in streams {
-            assert_eq!(
-                stream.rest().await,
-                "data: one\nid: 1\n\ndata: two\nid: 2\n\n"
-            );
+            let rest = drained(stream.rest().await);
+            assert_eq!(rest, "data: one\nid: 1\n\ndata: two\nid: 2\n\n");
         }
         assert_eq!(hub.broker.total_subscribers(), 0, "{transport:?}");
     }
@@ -210,7 +218,7 @@ async fn shutdown_does_not_wait_for_clients_that_said_nothing() {
         let mut h2 = hub.connect().await;
         let stream = h2.subscribe("/events?channel=s").await;
         hub.shut_down().await;
-        assert_eq!(stream.rest().await, "", "{transport:?}");
+        assert_eq!(drained(stream.rest().await), "", "{transport:?}");
     }
 }
 
@@ -380,7 +388,15 @@ fn the_binary_takes_its_tls_files_from_the_environment() {
 async fn the_binary_ends_its_streams_on_sigterm_and_exits_0() {
     let cert = Cert::new();
     let (cert_file, key_file) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
-    let mut hub = HubProcess::start(&["--tls-cert", cert_file, "--tls-key", key_file]).await;
+    let args = [
+        "--tls-cert",
+        cert_file,
+        "--tls-key",
+        key_file,
+        "--drain-secs",
+        "1",
+    ];
+    let mut hub = HubProcess::start(&args).await;
     let mut h2 = H2::connect(hub.addr(), Transport::Tls, Some(&cert)).await;
     let mut streams = Vec::new();
     for _ in 0..3 {
@@ -389,12 +405,15 @@ async fn the_binary_ends_its_streams_on_sigterm_and_exits_0() {
     let res = get_http1_over_tls(&cert, hub.addr(), &[b"http/1.1"], "/events?channel=end").await;
     streams.push(Stream::new(res));
     h2.post("/publish?channel=end", "last").await;
-    let status = hub.terminate().await;
+    hub.signal(libc::SIGTERM);
+    let status = guard("the hub exits", hub.wait()).await;
     for stream in streams {
-        // `rest` panics on a reset: each ends cleanly, after the event.
+        // `rest` panics on a reset: each ends cleanly, after the event and the drain's
+        // `retry:`.
         let rest = stream.rest().await;
+        assert!(rest.starts_with("data: last\nid: "), "{rest:?}");
         assert!(
-            rest.starts_with("data: last\nid: ") && rest.ends_with("\n\n"),
+            rest.contains("\nretry: ") && rest.ends_with("\n\n"),
             "{rest:?}"
         );
     }

@@ -568,7 +568,7 @@ async fn shutdown_closes_the_broker_and_ends_streams() {
     };
     let app = hub::app(broker.clone(), None, Some(Duration::from_secs(15)));
     let server = axum::serve(listener, app)
-        .with_graceful_shutdown(hub::shutdown(broker.clone(), signal))
+        .with_graceful_shutdown(hub::shutdown(broker.clone(), Duration::ZERO, signal))
         .into_future();
     let server = tokio::spawn(server);
     let client = client();
@@ -579,6 +579,99 @@ async fn shutdown_closes_the_broker_and_ends_streams() {
     assert!(events.next().await.is_none(), "the stream ends");
     guard("graceful shutdown", server).await.unwrap().unwrap();
     assert!(broker.is_closed());
+}
+
+/// `/healthz` is liveness; `/readyz` says whether to send the hub new streams: not once it
+/// drains.
+#[tokio::test]
+async fn readyz_answers_503_once_the_broker_is_closed() {
+    let hub = Hub::new().await;
+    let get = |path: &'static str| {
+        let request = hub.get(path);
+        async move {
+            let res = send(request).await;
+            (res.status(), text(res).await)
+        }
+    };
+    assert_eq!(get("/readyz").await, (StatusCode::OK, "ready".into()));
+    hub.broker.close();
+    let not_ready = (StatusCode::SERVICE_UNAVAILABLE, "not ready".into());
+    assert_eq!(get("/readyz").await, not_ready);
+    assert_eq!(get("/healthz").await, (StatusCode::OK, "ok".into()));
+}
+
+// CORS (in a real browser: tests/cors.rs).
+
+const ORIGIN: &str = "http://127.0.0.1:8000";
+
+/// A hub with `--cors-origin http://127.0.0.1:8000`.
+async fn cors_hub() -> Hub {
+    let hub = Hub::with_token().await;
+    let origins = [header::HeaderValue::from_static(ORIGIN)];
+    let app = hub::app(hub.broker.clone(), Some(TOKEN.into()), None).layer(hub::cors(&origins));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app.into_make_service()).into_future());
+    Hub { base, ..hub }
+}
+
+/// A listed origin's preflight for a publish with a token is allowed, with credentials; the
+/// answers carry the origin exactly, never `*`.
+#[tokio::test]
+async fn cors_allows_listed_origins_with_credentials() {
+    let hub = cors_hub().await;
+    let preflight = hub
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/publish", hub.base))
+        .header(header::ORIGIN, ORIGIN)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        );
+    let res = send(preflight).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let allowed = |name: &str| {
+        let value = res.headers().get(name).map(|v| v.to_str().unwrap());
+        value.unwrap_or_default().to_ascii_lowercase()
+    };
+    assert_eq!(allowed("access-control-allow-origin"), ORIGIN);
+    assert_eq!(allowed("access-control-allow-credentials"), "true");
+    assert!(allowed("access-control-allow-methods").contains("post"));
+    for name in ["authorization", "content-type", "last-event-id"] {
+        assert!(
+            allowed("access-control-allow-headers").contains(name),
+            "{name}"
+        );
+    }
+
+    let stream = send(
+        hub.get("/events?channel=news")
+            .header(header::ORIGIN, ORIGIN),
+    )
+    .await;
+    let origin = stream.headers().get("access-control-allow-origin");
+    assert_eq!(origin.map(|v| v.to_str().unwrap()), Some(ORIGIN));
+    let mut events = Events::from(stream);
+    let published = hub
+        .post("channel=news", "from the page")
+        .header(header::ORIGIN, ORIGIN)
+        .bearer_auth(TOKEN);
+    publish(published).await;
+    assert_eq!(events.expect().await.data, "from the page");
+}
+
+/// Another origin gets no CORS headers (its browser refuses the answers); the hub itself
+/// still answers as it would without CORS.
+#[tokio::test]
+async fn cors_gives_other_origins_nothing() {
+    let hub = cors_hub().await;
+    for origin in ["http://127.0.0.1:8001", "http://evil.example", "null"] {
+        let res = send(hub.get("/healthz").header(header::ORIGIN, origin)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let allow = res.headers().get("access-control-allow-origin");
+        assert_eq!(allow, None, "{origin}");
+    }
 }
 
 #[derive(Clone, Default)]
@@ -705,6 +798,65 @@ fn help_and_bad_flags() {
     for args in bad {
         assert!(hub::Args::try_parse_from(args).is_err(), "{args:?}");
     }
+}
+
+/// Every flag can come from the environment, as `SSE_HUB_` and its name, and `--help` says
+/// which variable; secrets' values are never shown.
+#[test]
+fn every_flag_has_its_environment_variable_in_help() {
+    let mut command = hub::Args::command();
+    let help = command.render_help().to_string();
+    let mut flags = 0;
+    for arg in command.get_arguments() {
+        let Some(long) = arg
+            .get_long()
+            .filter(|long| !["help", "version"].contains(long))
+        else {
+            continue;
+        };
+        let expected = format!("SSE_HUB_{}", long.to_uppercase().replace('-', "_"));
+        let env = arg.get_env().and_then(|env| env.to_str());
+        assert_eq!(env, Some(expected.as_str()), "--{long}");
+        assert!(
+            help.contains(&format!("[env: {expected}")),
+            "--{long}: {help}"
+        );
+        flags += 1;
+    }
+    assert!(flags >= 9, "{help}");
+    for secret in ["token", "redis_url"] {
+        let arg = command.get_arguments().find(|arg| arg.get_id() == secret);
+        assert!(arg.unwrap().is_hide_env_values_set(), "{secret}");
+    }
+}
+
+#[test]
+fn cors_origins_repeat_or_come_as_a_list() {
+    let args = hub::Args::try_parse_from([
+        "hub",
+        "--cors-origin",
+        "http://127.0.0.1:8000,https://a.example",
+        "--cors-origin",
+        "https://b.example:8443",
+    ])
+    .unwrap();
+    let origins: Vec<_> = args
+        .cors_origin
+        .iter()
+        .map(|o| o.to_str().unwrap())
+        .collect();
+    let expected = [
+        "http://127.0.0.1:8000",
+        "https://a.example",
+        "https://b.example:8443",
+    ];
+    assert_eq!(origins, expected);
+    for bad in ["*", "https://a.example/", "a.example"] {
+        let err = hub::Args::try_parse_from(["hub", "--cors-origin", bad]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+    }
+    let conflicting = ["hub", "--token", TOKEN, "--allow-anonymous-publish"];
+    assert!(hub::Args::try_parse_from(conflicting).is_err());
 }
 
 #[test]

@@ -8,22 +8,30 @@
 
 mod support;
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 use std::{
     collections::VecDeque,
+    future::Future,
     net::TcpListener,
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
 use futures_util::FutureExt;
+use redis_server::Stopped;
 use support::guard;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpStream,
+    },
     sync::Notify,
 };
 use tower_sse::{
@@ -85,6 +93,10 @@ impl RedisServer {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Starts the server on `self.port`; `false` if it exited (port taken).
@@ -267,11 +279,16 @@ async fn publish(broker: &Broker, channel: &str, data: &str) -> String {
 
 /// Publishes until Redis takes it again (the connection manager reconnects).
 async fn publish_when_back(broker: &Broker, channel: &str, data: &str) -> String {
+    retry_when_back(broker, channel, Event::default().data(data)).await
+}
+
+/// Publishes `event` until Redis takes it.
+async fn retry_when_back(broker: &Broker, channel: &str, event: Event) -> String {
     guard("publish after Redis is back", async {
         loop {
-            match broker.publish(channel, Event::default().data(data)).await {
+            match broker.publish(channel, event.clone()).await {
                 Ok(id) => return id,
-                Err(PublishError::Backend(_)) => pause().await,
+                Err(PublishError::Backend(_) | PublishError::Unknown(_)) => pause().await,
                 Err(err) => panic!("{err}"),
             }
         }
@@ -521,8 +538,11 @@ async fn streams_survive_a_redis_restart() {
             "publish while down",
             a.publish("a", Event::default().data("lost")),
         );
+        // The first may find the connection lost on the way: the outcome is unknown then.
         match result.await {
-            Err(PublishError::Backend(err)) => eprintln!("publish {i} while down: {err}"),
+            Err(PublishError::Backend(err) | PublishError::Unknown(err)) => {
+                eprintln!("publish {i} while down: {err}");
+            }
             other => panic!("publish while Redis is down: {other:?}"),
         }
     }
@@ -785,9 +805,10 @@ async fn a_new_channel_while_redis_is_down_is_refused() {
             .await
             .unwrap(),
     );
+    // Unknown if it finds the connection lost on the way.
     assert!(matches!(
         guard("publish", b.publish("old", Event::default())).await,
-        Err(PublishError::Backend(_))
+        Err(PublishError::Backend(_) | PublishError::Unknown(_))
     ));
     old.assert_idle();
 
@@ -808,6 +829,441 @@ async fn a_new_channel_while_redis_is_down_is_refused() {
     let id = publish(&b, "old", "o").await;
     assert_eq!(old.next().await, frame("o", &id));
     assert_eq!(also_old.next().await, frame("o", &id));
+}
+
+// Issue 14: a Redis that stops answering, and what Redis keeps.
+
+/// How soon a request must be answered while Redis is paused ("within a few seconds"), with
+/// room for a busy machine. A hang guard: nothing is measured against it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Awaits `future`; panics if no answer comes within [`ANSWER_WITHIN`]. Prints how long it
+/// took (`--nocapture`).
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    let start = Instant::now();
+    match tokio::time::timeout(ANSWER_WITHIN, future).await {
+        Ok(output) => {
+            eprintln!("{what}: answered in {:?}", start.elapsed());
+            output
+        }
+        Err(_) => panic!("{what}, with Redis paused: no answer within {ANSWER_WITHIN:?}"),
+    }
+}
+
+/// Issue 14, item 6, on the broker: with Redis paused (`SIGSTOP`: TCP up, nothing answers), a
+/// new subscription, a resume and a publish each fail within seconds (a new subscription hung
+/// until Redis came back, and so did everything queued behind it), while a channel already
+/// subscribed still takes subscribers. Once Redis goes on, the broker recovers by itself, and
+/// the publish retried with its id is delivered once.
+#[tokio::test]
+async fn a_paused_redis_fails_requests_within_seconds_then_recovers() {
+    let redis = redis_server!();
+    let b = connect(&redis.url(), 100).await;
+    let mut old = Reader::new(b.subscribe(&channels(&b, "old")).await.unwrap());
+    let stopped = Stopped::new(redis.pid()).await;
+
+    for what in ["a new subscription", "the same again"] {
+        let new = within(what, b.subscribe(&channels(&b, "new"))).await;
+        assert!(matches!(new, Err(SubscribeError::Backend(_))), "{what}");
+    }
+    let resumed = within("a resume", b.resume(&channels(&b, "old"), "1")).await;
+    assert!(matches!(resumed, Err(SubscribeError::Backend(_))));
+    let order = Event::default().id("order-1").data("during");
+    let published = within("a publish", b.publish("old", order.clone())).await;
+    match published {
+        // Backend until the broker maps an unknown outcome to its own variant.
+        Err(PublishError::Unknown(err) | PublishError::Backend(err)) => eprintln!("{err}"),
+        other => panic!("a publish with Redis paused: {other:?}"),
+    }
+    let old_only = channels(&b, "old");
+    let also_old = within("a channel already subscribed", b.subscribe(&old_only)).await;
+    let mut also_old = Reader::new(also_old.expect("a channel already subscribed"));
+
+    let continued = Instant::now();
+    drop(stopped);
+    let new = guard("a new subscription once Redis is back", async {
+        loop {
+            match b.subscribe(&channels(&b, "new")).await {
+                Ok(sub) => return sub,
+                Err(SubscribeError::Backend(_)) => pause().await,
+                Err(err) => panic!("{err}"),
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "a new subscription succeeds {:?} after SIGCONT",
+        continued.elapsed()
+    );
+    let mut new = Reader::new(new);
+    // The publisher does not know whether it went through: it retries with the same id.
+    assert_eq!(retry_when_back(&b, "old", order).await, "order-1");
+    let id = publish(&b, "old", "after").await;
+    let expected = [frame("during", "order-1"), frame("after", &id)];
+    assert_eq!(old.take(2).await, expected);
+    assert_eq!(also_old.take(2).await, expected);
+    let id = publish(&b, "new", "new").await;
+    assert_eq!(new.next().await, frame("new", &id));
+    old.assert_idle();
+    also_old.assert_idle();
+}
+
+/// Issue 14, item 6: the queue to the subscription task is bounded. With Redis paused, a
+/// burst of subscriptions to new channels past it fails at once, and the rest within
+/// seconds: none waits for Redis (they all did, queued without bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_channels_on_a_paused_redis_is_refused_not_queued() {
+    let redis = redis_server!();
+    let b = connect(&redis.url(), 0).await;
+    let _stopped = Stopped::new(redis.pid()).await;
+    let burst = (0..2000).map(|i| {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let new = channels(&b, &format!("c{i}"));
+            match b.subscribe(&new).await {
+                Ok(_) => panic!("subscribed to c{i} with Redis paused"),
+                Err(SubscribeError::Backend(err)) => err.to_string(),
+                Err(err) => panic!("{err}"),
+            }
+        })
+    });
+    let errors = within(
+        "2,000 new subscriptions",
+        futures_util::future::join_all(burst),
+    )
+    .await;
+    let full = errors
+        .iter()
+        .filter(|err| err.as_ref().unwrap().contains("under way"))
+        .count();
+    eprintln!("{full} of 2,000 refused at once, the queue full");
+    assert!(full > 0, "{:?}", errors.first());
+}
+
+/// A TCP proxy to Redis that can freeze the pub/sub connections through it: they stay open
+/// and pass nothing more either way, as over a partition.
+struct Proxy {
+    port: u16,
+    conns: Arc<Mutex<Vec<Arc<Proxied>>>>,
+}
+
+/// One connection through the [`Proxy`].
+#[derive(Default)]
+struct Proxied {
+    /// It sent SUBSCRIBE.
+    subscriber: AtomicBool,
+    frozen: AtomicBool,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let list = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let state = Arc::new(Proxied::default());
+                list.lock().unwrap().push(state.clone());
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Proxy::pass(client_read, server_write, state.clone(), true));
+                tokio::spawn(Proxy::pass(server_read, client_write, state, false));
+            }
+        });
+        Proxy { port, conns }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Freezes every connection that has sent SUBSCRIBE; returns how many.
+    fn freeze_subscribers(&self) -> usize {
+        let conns = self.conns.lock().unwrap();
+        let subscribers = conns.iter().filter(|c| c.subscriber.load(Ordering::SeqCst));
+        subscribers
+            .map(|c| c.frozen.store(true, Ordering::SeqCst))
+            .count()
+    }
+
+    async fn pass(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        state: Arc<Proxied>,
+        upstream: bool,
+    ) {
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if upstream && buf[..n].windows(9).any(|w| w == b"SUBSCRIBE") {
+                state.subscriber.store(true, Ordering::SeqCst);
+            }
+            if state.frozen.load(Ordering::SeqCst) {
+                // Frozen: hold the connection open, passing nothing, until the test ends.
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Issue 14, item 6: the subscription connection goes silent (TCP up, nothing comes through,
+/// as over a partition). The PING health check finds it; the broker replaces the connection
+/// and backfills what was published meanwhile (the stream waited for ever).
+#[tokio::test]
+async fn a_silent_subscription_connection_is_replaced_and_backfilled() {
+    let redis = redis_server!();
+    let proxy = Proxy::start(redis.port).await;
+    let a = connect(&redis.url(), 100).await;
+    let b = connect(&proxy.url(), 100).await;
+    let mut sub = Reader::new(b.subscribe(&channels(&b, "a")).await.unwrap());
+    let id = publish(&a, "a", "before").await;
+    assert_eq!(sub.next().await, frame("before", &id));
+
+    assert_eq!(proxy.freeze_subscribers(), 1);
+    let silent = Instant::now();
+    let mut missed = Vec::new();
+    for i in 1..=3 {
+        let id = publish(&a, "a", &format!("silent{i}")).await;
+        missed.push(frame(&format!("silent{i}"), &id));
+    }
+    assert_eq!(sub.take(3).await, missed);
+    eprintln!(
+        "the silent connection was replaced and backfilled {:?} after it went silent",
+        silent.elapsed()
+    );
+    let id = publish(&a, "a", "live").await;
+    assert_eq!(sub.next().await, frame("live", &id));
+    sub.assert_idle();
+}
+
+/// Issue 14, item 6: a publish repeated with the same id, event and channel (a publisher
+/// retrying after an unknown outcome) is published once, from any instance and with history
+/// or without; the same id with another event, the same event on another channel, and events
+/// without an id are published as usual (every repeat was published again).
+#[tokio::test]
+async fn a_repeated_publish_with_an_id_is_published_once() {
+    let redis = redis_server!();
+    for history in [100, 0] {
+        let a = connect(&redis.url(), history).await;
+        let b = connect(&redis.url(), history).await;
+        let (orders, other) = (format!("orders{history}"), format!("other{history}"));
+        let mut sub = Reader::new(
+            b.subscribe(&channels(&b, &format!("{orders},{other}")))
+                .await
+                .unwrap(),
+        );
+        let order = || Event::default().id("order-1").data("one");
+        for publisher in [&a, &a, &b] {
+            assert_eq!(
+                publisher.publish(&orders, order()).await.unwrap(),
+                "order-1"
+            );
+        }
+        let changed = order().data("changed");
+        assert_eq!(a.publish(&orders, changed).await.unwrap(), "order-1");
+        assert_eq!(a.publish(&other, order()).await.unwrap(), "order-1");
+        let x = publish(&a, &orders, "x").await;
+        let y = publish(&a, &orders, "x").await;
+        assert_ne!(x, y);
+        assert_eq!(
+            sub.take(5).await,
+            [
+                frame("one", "order-1"),
+                frame("changed", "order-1"),
+                frame("one", "order-1"),
+                frame("x", &x),
+                frame("x", &y),
+            ],
+            "history {history}"
+        );
+        sub.assert_idle();
+    }
+}
+
+/// Issue 14, item 6: what Redis keeps per channel expires, so that name churn does not grow it
+/// for ever: the history and its id index 1 day after the channel's last publish, the clock
+/// too, the repeat marks after 10 minutes; only the counter and the epoch stay (every history
+/// was kept for ever).
+#[tokio::test]
+async fn what_redis_keeps_per_channel_expires() {
+    let redis = redis_server!();
+    let a = connect(&redis.url(), 100).await;
+    publish(&a, "a", "x").await;
+    let given = Event::default().id("given").data("y");
+    assert_eq!(a.publish("a", given).await.unwrap(), "given");
+    let mut conn = redis.admin(&redis.url()).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tower-sse:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "tower-sse:clock",
+            "tower-sse:epoch",
+            "tower-sse:history:a",
+            "tower-sse:ids:a",
+            "tower-sse:pubid:a given",
+            "tower-sse:seq",
+        ]
+    );
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let expected = match key.as_str() {
+            "tower-sse:seq" | "tower-sse:epoch" => -1..=-1,
+            "tower-sse:pubid:a given" => 1..=10 * 60 * 1000,
+            _ => 1..=24 * 60 * 60 * 1000,
+        };
+        assert!(expected.contains(&ttl), "PTTL {key}: {ttl} ms");
+    }
+}
+
+/// Issue 14, item 6: a resume that needed an expired history gets the gap, and a channel
+/// without history does not make a recent id a gap. The expiry is simulated: the history
+/// deleted, and the clock as a day later, with only newer samples left (a resume on an expired
+/// history was complete, with nothing replayed).
+#[tokio::test]
+async fn a_resume_past_an_expired_history_is_a_gap() {
+    let redis = redis_server!();
+    let a = connect(&redis.url(), 100).await;
+    for i in 1..=5 {
+        publish(&a, "a", &format!("e{i}")).await;
+    }
+    let sub = a.resume(&channels(&a, "a,quiet"), "3").await.unwrap();
+    assert_eq!(
+        sub.resume(),
+        Resume::Complete,
+        "a channel never published to"
+    );
+    assert_eq!(
+        Reader::new(sub).take(2).await,
+        [frame("e4", "4"), frame("e5", "5")]
+    );
+
+    let mut conn = redis.admin(&redis.url()).await;
+    let () = redis::cmd("DEL")
+        .arg(&["tower-sse:history:a", "tower-sse:ids:a", "tower-sse:clock"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&["tower-sse:clock", "*", "s", "5"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for list in ["a", "quiet"] {
+        let sub = a.resume(&channels(&a, list), "3").await.unwrap();
+        assert_eq!(sub.resume(), Resume::Gap, "{list}, expired");
+        Reader::new(sub).assert_idle();
+    }
+    // The history again, from the next publish: still a gap from before it.
+    assert_eq!(publish(&a, "a", "e6").await, "6");
+    for (from, resume) in [("3", Resume::Gap), ("5", Resume::Complete)] {
+        let sub = a.resume(&channels(&a, "a"), from).await.unwrap();
+        assert_eq!(sub.resume(), resume, "from {from}");
+        let mut sub = Reader::new(sub);
+        assert_eq!(sub.next().await, frame("e6", "6"));
+        sub.assert_idle();
+    }
+}
+
+/// Issue 14, items 2 and 5: a resume replays, on each channel, at most this instance's
+/// history, whatever another instance keeps, and at most 4 MiB in all: the newest events,
+/// with the gap when any is left out; history 0 replays nothing (everything the stream held
+/// was copied into the resumed subscription).
+#[tokio::test]
+async fn a_resume_replays_at_most_the_history_and_4_mib() {
+    let redis = redis_server!();
+    let a = connect(&redis.url(), 100).await;
+    let five = connect(&redis.url(), 5).await;
+    let none = connect(&redis.url(), 0).await;
+    for i in 1..=20 {
+        publish(&a, "a", &format!("e{i}")).await;
+    }
+    let newest = |from: usize| -> Vec<String> {
+        (from..=20)
+            .map(|i| frame(&format!("e{i}"), &i.to_string()))
+            .collect()
+    };
+    for (broker, from, resume, replayed) in [
+        (&five, "1", Resume::Gap, newest(16)),
+        (&five, "17", Resume::Complete, newest(18)),
+        (&none, "1", Resume::Gap, Vec::new()),
+        (&none, "20", Resume::Complete, Vec::new()),
+        (&a, "1", Resume::Complete, newest(2)),
+    ] {
+        let sub = broker.resume(&channels(broker, "a"), from).await.unwrap();
+        assert_eq!(sub.resume(), resume, "from {from}");
+        let mut sub = Reader::new(sub);
+        assert_eq!(sub.take(replayed.len()).await, replayed, "from {from}");
+        sub.assert_idle();
+    }
+
+    // 1 MiB each: 3 fit in 4 MiB, with their ids, 4 do not.
+    let big = "x".repeat(1 << 20);
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(publish(&a, "big", &big).await);
+    }
+    let sub = a.resume(&channels(&a, "big"), "20").await.unwrap();
+    assert_eq!(sub.resume(), Resume::Gap);
+    let mut sub = Reader::new(sub);
+    for id in &ids[3..] {
+        assert!(sub.next().await == frame(&big, id), "event {id}");
+    }
+    sub.assert_idle();
+}
+
+/// Issue 14, item 6: a publisher's id is found through an index trimmed with the history (a
+/// resume read every history whole): the index holds the ids of the events kept, and a resume
+/// from an id no longer kept is unknown, as in process.
+#[tokio::test]
+async fn publisher_ids_are_indexed_with_the_history() {
+    let redis = redis_server!();
+    let a = connect(&redis.url(), 5).await;
+    for i in 1..=20 {
+        let event = Event::default().id(format!("id-{i}")).data(format!("e{i}"));
+        a.publish("a", event).await.unwrap();
+    }
+    let mut conn = redis.admin(&redis.url()).await;
+    let mut index: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg("tower-sse:ids:a")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    index.sort();
+    let kept: Vec<(String, String)> = (16..=20)
+        .map(|i| (format!("id-{i}"), i.to_string()))
+        .collect();
+    assert_eq!(index, kept);
+
+    let sub = a.resume(&channels(&a, "a"), "id-18").await.unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+    let mut sub = Reader::new(sub);
+    assert_eq!(
+        sub.take(2).await,
+        [frame("e19", "id-19"), frame("e20", "id-20")]
+    );
+    sub.assert_idle();
+    let sub = a.resume(&channels(&a, "a"), "id-3").await.unwrap();
+    assert_eq!(sub.resume(), Resume::Unknown);
+    Reader::new(sub).assert_idle();
 }
 
 /// Not a test: prints publish-to-receive latency for 1,000 subscribers.

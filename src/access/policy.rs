@@ -163,10 +163,10 @@ impl Denied {
     ///
     /// ```
     /// # use tower_sse::access::Denied;
-    /// let res: http::Response<String> = Denied::unauthorized("sign in").into_response();
+    /// let res: http::Response<tower_sse::SseBody> = Denied::unauthorized("sign in").into_response();
     /// assert_eq!(res.status(), http::StatusCode::UNAUTHORIZED);
     /// assert_eq!(res.headers()["www-authenticate"], "Bearer");
-    /// assert_eq!(res.body(), "sign in");
+    /// assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
     /// ```
     pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
         let mut res = plain(self.status, self.reason.into_owned());

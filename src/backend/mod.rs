@@ -13,6 +13,9 @@
 //! streams over several channels stay in one order even when the backend's numbers start
 //! again after a data loss.
 
+// Without a backend feature nothing travels through the seam, so its far side is unused.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
@@ -29,7 +32,8 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where a broker's events travel: publish, keep channels subscribed, replay history.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Stores and spreads `event` on `channel`; returns its id (the publisher's, or the one
-    /// the backend assigned). The event has been validated.
+    /// the backend assigned). The event has been validated. An error is an
+    /// [`OutcomeUnknown`] when the event may have been published all the same.
     fn publish<'a>(
         &'a self,
         channel: &'a str,
@@ -43,8 +47,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// `channel` lost its last local subscriber: its events are no longer needed here.
     fn release(&self, channel: Arc<str>);
 
+    /// Whether the backend answers now (its connection is up), for readiness checks.
+    fn reachable(&self) -> bool;
+
     /// The stored events of `channels` after `last_event_id` (read as the backend sequence
-    /// number `seq` when it is one).
+    /// number `seq` when it is one): on each channel at most the broker's
+    /// [history](crate::BrokerBuilder::history), the newest, and `complete` only if none is
+    /// left out.
     fn replay<'a>(
         &'a self,
         channels: &'a [Arc<str>],
@@ -77,6 +86,25 @@ pub(crate) struct Replay {
     pub(crate) snapshot: u64,
     /// The encoded events to replay, in order.
     pub(crate) events: Vec<Bytes>,
+}
+
+/// A publish sent to the backend that got no answer in time (or lost its connection on the
+/// way): the event may or may not have been published. The broker answers it with
+/// [`PublishError::Unknown`](crate::PublishError::Unknown) rather than `Backend`.
+#[derive(Debug)]
+pub(crate) struct OutcomeUnknown(pub(crate) BoxError);
+
+impl std::fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Transparent: says what went wrong, as the error it wraps.
+impl std::error::Error for OutcomeUnknown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// The broker was dropped: the backend's task can stop.

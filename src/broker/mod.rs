@@ -46,8 +46,36 @@
 //!
 //! # Shutdown
 //!
-//! [`Broker::close`] refuses further publishes and ends every stream once it has delivered the
-//! events already published.
+//! Either way a stream ends cleanly (the end of its response body), after the events
+//! published before its end.
+//!
+//! - [`Broker::close`] ends every stream at once, and refuses further publishes and
+//!   subscriptions.
+//! - [`Broker::drain`] spreads the ends over a window `W`, so that thousands of browsers don't
+//!   reconnect to the next instance in the same second:
+//!   - new subscriptions are refused at once with [`SubscribeError::Draining`], which
+//!     [`SseService`](crate::SseService) answers `503 Service Unavailable` with a
+//!     `Retry-After` drawn for each response, uniform in `1..=max(1, W)` whole seconds;
+//!   - publishes go on, so an open stream gets its events until its turn;
+//!   - each open stream's end `e` is drawn uniformly in `[0, W)` after the drain's start. At
+//!     its end the stream sends the events published until then, then a
+//!     [`retry:`](https://html.spec.whatwg.org/multipage/server-sent-events.html#concept-event-stream-reconnection-time)
+//!     field, then ends. The reconnection time is `W - e` + [`DRAIN_GRACE`] (1 s) + a spread
+//!     drawn uniformly in `[0, W]`, in milliseconds rounded up (so between 1 s and `2W + 1 s`):
+//!     an `EventSource` reconnects uniformly in `[W + 1 s, 2W + 1 s]` after the start, spread
+//!     out, and after the drain is over. Not into the drain's `503`s: a response other than
+//!     `200` [fails](https://html.spec.whatwg.org/multipage/server-sent-events.html#fail-the-connection)
+//!     an `EventSource` for good, where a refused connection (this instance gone, the next
+//!     one not up yet) makes it try again;
+//!   - its future completes once every stream has ended, or [`DRAIN_GRACE`] after the window
+//!     at the latest, and then closes the broker: publishes are refused from then on, and a
+//!     stream still open (its client stopped reading, so its body is not polled) ends as after
+//!     a close, with its `retry:` field, when it is next polled.
+//!
+//!   An idle stream costs nothing more until a drain: the broker wakes every waiting stream
+//!   once, at the start, and each then draws its turn and waits on its own timer (the
+//!   [`SseBody`](crate::SseBody)'s keep-alive timer; [`Subscription::recv`] sets one of its
+//!   own).
 //!
 //! # Layout
 //!
@@ -58,8 +86,9 @@
 //! travel beyond this process is the backend's business (`src/backend/`), behind a seam this
 //! module does not look past.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
+pub(crate) use self::drain::between;
 pub(crate) use self::subscription::Delivery;
 pub use self::{
     builder::{BrokerBuilder, LagPolicy},
@@ -67,6 +96,7 @@ pub use self::{
     subscription::Subscription,
 };
 use self::{
+    drain::Plan,
     resume::{find_after, parse_seq, Skip},
     ring::{wake_all, Entry},
     shared::{Handle, Shared},
@@ -81,6 +111,7 @@ use crate::{
 };
 
 mod builder;
+mod drain;
 #[cfg(all(test, tower_sse_loom))]
 mod model;
 mod resume;
@@ -90,6 +121,15 @@ mod shared;
 mod subscription;
 #[cfg(all(test, not(tower_sse_loom)))]
 mod tests;
+
+/// How long after its window a [`Broker::drain`] waits at most for the last streams to end
+/// before it closes the broker: 1 s.
+///
+/// ```
+/// # use std::time::Duration;
+/// assert_eq!(tower_sse::broker::DRAIN_GRACE, Duration::from_secs(1));
+/// ```
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// The channel registry: publish events to channels, subscribe streams to them.
 ///
@@ -127,6 +167,7 @@ impl fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("channels", &self.inner.channels.len())
             .field("closed", &self.is_closed())
+            .field("draining", &self.is_draining())
             .field("config", &self.inner.config)
             .finish()
     }
@@ -254,7 +295,7 @@ impl Broker {
                 Ok(()) => backend
                     .publish(channel, &event)
                     .await
-                    .map_err(PublishError::Backend),
+                    .map_err(PublishError::from_backend),
                 Err(err) => Err(err),
             },
         };
@@ -333,8 +374,8 @@ impl Broker {
     ///
     /// # Errors
     ///
-    /// [`SubscribeError::Closed`] after [`Broker::close`],
-    /// [`SubscribeError::TooManySubscribers`] past a subscriber limit,
+    /// [`SubscribeError::Closed`] after [`Broker::close`], [`SubscribeError::Draining`] after
+    /// [`Broker::drain`], [`SubscribeError::TooManySubscribers`] past a subscriber limit,
     /// [`SubscribeError::Backend`] when the backend can't set the subscription up.
     ///
     /// ```
@@ -466,6 +507,11 @@ impl Broker {
         if inner.closed.load(Ordering::Acquire) {
             return Err(SubscribeError::Closed);
         }
+        if let Some(plan) = inner.drain.get() {
+            return Err(SubscribeError::Draining {
+                retry_after: plan.retry_after(),
+            });
+        }
         let config = &inner.config;
         // The broker's rules hold whoever read the list (an access layer may have had others).
         config.rules.check_list(channels)?;
@@ -552,6 +598,150 @@ impl Broker {
         for ring in inner.channels.iter() {
             wake_all(ring.take_wakers());
         }
+    }
+
+    /// Drains the broker over `window`: refuses new subscriptions at once, and ends the open
+    /// streams one by one at random times spread over the window, each after a random `retry:`
+    /// field, while publishes go on; see [Shutdown](crate::broker#shutdown) for the numbers.
+    /// Then closes the broker.
+    ///
+    /// The drain starts at this call, not when the future is first polled: call it from the
+    /// shutdown signal's handler. The future completes once every stream has ended, or at
+    /// `window` + [`DRAIN_GRACE`] at the latest, after [`Broker::close`]. Dropping it stops
+    /// nothing (the streams end at their turns) but the close. A second call (or one after
+    /// `close`) starts nothing: it waits for the first drain's end (or returns at once),
+    /// whatever its `window`.
+    ///
+    /// With a server's graceful shutdown, drain before the server stops accepting, so that a
+    /// new stream meanwhile gets its `503` (and a load balancer's health check sees the drain,
+    /// [`Broker::is_draining`]), then let the server wait for its connections:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use axum::Router;
+    /// use tower_sse::{Broker, SseService};
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let broker = Broker::new();
+    /// let app = Router::new().route_service("/events", SseService::new(broker.clone()));
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(async move {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///         broker.drain(Duration::from_secs(10)).await;
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// What a stream sees:
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_sse::{Broker, Event, SubscribeError};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let broker = Broker::builder().id_base(0).build();
+    /// let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// let mut subscription = broker.subscribe(&channels).await.unwrap();
+    ///
+    /// let drained = tokio::spawn(broker.drain(Duration::from_secs(10)));
+    /// assert!(broker.is_draining());
+    /// let refused = broker.subscribe(&channels).await.unwrap_err();
+    /// assert!(matches!(refused, SubscribeError::Draining { .. }));
+    ///
+    /// // Events go on until the stream's turn, then a `retry:` field, then the end.
+    /// broker.publish("sse", Event::default().data("x")).await.unwrap();
+    /// assert_eq!(subscription.recv().await.unwrap(), "data: x\nid: 1\n\n");
+    /// let retry = subscription.recv().await.unwrap();
+    /// let ms: u64 = std::str::from_utf8(&retry).unwrap()
+    ///     .strip_prefix("retry: ").unwrap()
+    ///     .strip_suffix("\n\n").unwrap()
+    ///     .parse().unwrap();
+    /// // The rest of the 10 s window, 1 s of grace, up to 10 s of spread.
+    /// assert!((1000..=21_000).contains(&ms));
+    /// assert!(subscription.recv().await.is_none());
+    ///
+    /// drop(subscription);
+    /// drained.await.unwrap();
+    /// assert!(broker.is_closed());
+    /// # }
+    /// ```
+    pub fn drain(&self, window: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let inner = &*self.inner;
+        if inner.drain.set(Plan::new(window)).is_ok() {
+            tracing::info!(
+                target: "tower_sse::broker",
+                ?window,
+                streams = self.total_subscribers(),
+                "draining"
+            );
+            // Once, now: every stream waiting for an event draws its turn (and then waits on
+            // its own timer). A stream that registers its waker after this sees the plan (it
+            // looks again after registering, as for a close).
+            for ring in inner.channels.iter() {
+                wake_all(ring.take_wakers());
+            }
+        }
+        let broker = self.clone();
+        async move {
+            let inner = &*broker.inner;
+            let plan = inner.drain.get().expect("set above");
+            let deadline = tokio::time::sleep_until(plan.start + plan.window + DRAIN_GRACE);
+            tokio::pin!(deadline);
+            loop {
+                // Made before the look at the count, so the last drop can't slip between.
+                let emptied = plan.emptied.notified();
+                if broker.total_subscribers() == 0 {
+                    break;
+                }
+                tokio::select! {
+                    () = emptied => {}
+                    () = &mut deadline => {
+                        tracing::info!(
+                            target: "tower_sse::broker",
+                            streams = broker.total_subscribers(),
+                            "drain window over, closing"
+                        );
+                        break;
+                    }
+                }
+            }
+            broker.close();
+        }
+    }
+
+    /// Whether the broker should be sent new streams: not closed, not draining, and its
+    /// backend (Redis) reachable now. What a readiness check (`/readyz`) answers, so that a
+    /// load balancer takes the instance out of rotation while it can't serve new streams
+    /// (a stream on a channel already subscribed goes on through a backend outage).
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert!(broker.is_ready());
+    /// broker.close();
+    /// assert!(!broker.is_ready());
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        let inner = &*self.inner;
+        !self.is_closed()
+            && !self.is_draining()
+            && inner
+                .backend
+                .as_ref()
+                .map_or(true, |backend| backend.reachable())
+    }
+
+    /// Whether [`Broker::drain`] was called (it stays so once the drain is over and the broker
+    /// closed). A readiness check answers `503` then, so a load balancer stops sending
+    /// clients here.
+    ///
+    /// ```
+    /// let broker = tower_sse::Broker::new();
+    /// assert!(!broker.is_draining());
+    /// ```
+    pub fn is_draining(&self) -> bool {
+        self.inner.drain.get().is_some()
     }
 
     /// Whether [`Broker::close`] was called.

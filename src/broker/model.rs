@@ -1,7 +1,7 @@
 //! A model check of the rings' lock and wake protocol (see `ring.rs`) under
-//! [loom](https://docs.rs/loom): every interleaving of publish, poll, close and drop, up to a
-//! preemption bound, so a lost wake-up, an event out of order or one delivered twice shows as
-//! a failure (loom reports a poll that is never woken as a deadlock).
+//! [loom](https://docs.rs/loom): every interleaving of publish, poll, close, drain and drop,
+//! up to a preemption bound, so a lost wake-up, an event out of order or one delivered twice
+//! shows as a failure (loom reports a poll that is never woken as a deadlock).
 //!
 //! ```text
 //! RUSTFLAGS="--cfg tower_sse_loom" cargo test --release --lib model
@@ -129,5 +129,57 @@ fn a_drop_racing_a_publish_and_a_close_leaves_the_others_whole() {
         // The publish came before the close (then it is delivered) or was refused after it.
         assert!(got.is_empty() || got == "data: x\nid: 1\n\n", "{got:?}");
         assert_eq!(broker.subscriber_count("a"), 1);
+    });
+}
+
+/// Reads with `poll_delivery` (`recv` sets a tokio timer during a drain, and there is no
+/// runtime here) until the stream ends.
+fn read_to_end(subscription: &mut Subscription) -> String {
+    let mut out = String::new();
+    while let Some(delivery) = block_on(std::future::poll_fn(|cx| {
+        subscription.poll_delivery(cx, 1024)
+    })) {
+        if let Delivery::Events(bytes) = delivery {
+            out.push_str(std::str::from_utf8(&bytes).unwrap());
+        }
+    }
+    out
+}
+
+/// A drain's start wakes a poll that waits, or the poll sees it after leaving its waker: the
+/// same race as a close. With a window of 0 the stream's turn is at once.
+#[test]
+fn a_drain_wakes_a_waiting_poll() {
+    model(|| {
+        let broker = Broker::builder().id_base(0).build();
+        let mut subscription = broker
+            .subscribe_local(&channels(&broker, "channel=a"), None)
+            .unwrap();
+        let drainer = broker.clone();
+        let thread = thread::spawn(move || drop(drainer.drain(Duration::ZERO)));
+        assert_eq!(read_to_end(&mut subscription), "retry: 1000\n\n");
+        thread.join().unwrap();
+    });
+}
+
+/// A publish racing a drain (window 0) is delivered before the stream's end, or published
+/// after its stop and not delivered: never after the `retry:` field, never lost in between.
+#[test]
+fn a_publish_racing_a_drain_comes_before_the_end_or_not_at_all() {
+    model(|| {
+        let broker = Broker::builder().id_base(0).build();
+        let mut subscription = broker
+            .subscribe_local(&channels(&broker, "channel=a"), None)
+            .unwrap();
+        let (publisher, drainer) = (broker.clone(), broker.clone());
+        let publishing = thread::spawn(move || publish(&publisher, "a", "x"));
+        let draining = thread::spawn(move || drop(drainer.drain(Duration::ZERO)));
+        let got = read_to_end(&mut subscription);
+        publishing.join().unwrap();
+        draining.join().unwrap();
+        assert!(
+            got == "retry: 1000\n\n" || got == "data: x\nid: 1\n\nretry: 1000\n\n",
+            "{got:?}"
+        );
     });
 }

@@ -36,8 +36,9 @@ pub(super) struct Retention {
     budget: usize,
     /// The encoded bytes the rings hold now.
     bytes: usize,
-    /// Every entry in the rings, oldest first, as (order number, ring); some are stale.
-    entries: VecDeque<(u64, Weak<Ring>)>,
+    /// Every entry in the rings, oldest first, as (order number, ring); some are stale. A
+    /// removed ring is cleared, so holding it here holds only its shell until its items go.
+    entries: VecDeque<(u64, Arc<Ring>)>,
     /// How many items of `entries` are still in their ring.
     live: usize,
     /// Idle channels that keep history, idle longest first; some are stale.
@@ -83,7 +84,7 @@ impl Retention {
     ) {
         self.bytes += len;
         self.live += 1;
-        self.entries.push_back((seq, Arc::downgrade(ring)));
+        self.entries.push_back((seq, ring.clone()));
         if let Some(dropped) = dropped {
             self.bytes -= dropped;
             self.live -= 1;
@@ -91,9 +92,6 @@ impl Retention {
         while self.bytes > self.budget && self.entries.len() > 1 {
             let Some((seq, ring)) = self.entries.pop_front() else {
                 break;
-            };
-            let Some(ring) = ring.upgrade() else {
-                continue; // removed, bytes given back then
             };
             if let Some((len, empty)) = ring.evict(seq) {
                 self.bytes -= len;
@@ -103,12 +101,18 @@ impl Retention {
                 }
             }
         }
-        if self.entries.len() > 2 * self.live + 64 {
-            self.entries.retain(|(seq, ring)| {
-                ring.upgrade()
-                    .and_then(|ring| ring.oldest())
-                    .is_some_and(|oldest| oldest <= *seq)
-            });
+        // Stale items (dropped by their ring for its capacity, or of a removed ring) go from
+        // the front at once, which is where a busy channel's are; behind a live item of a
+        // quieter channel they pile up until a pass over all, kept rare.
+        while self
+            .entries
+            .front()
+            .is_some_and(|(seq, ring)| !ring.holds(*seq))
+        {
+            self.entries.pop_front();
+        }
+        if self.entries.len() > 2 * self.live + 1024 {
+            self.entries.retain(|(seq, ring)| ring.holds(*seq));
         }
     }
 
@@ -146,7 +150,7 @@ impl Retention {
             })
             .is_some();
         if removed {
-            let (bytes, entries) = ring.held();
+            let (bytes, entries) = ring.clear();
             self.bytes -= bytes;
             self.live -= entries;
             if ring.is_idle() {
@@ -158,7 +162,7 @@ impl Retention {
 
     /// Removes `ring` if it holds nothing and has no subscriber.
     fn remove_empty(&mut self, channels: &Channels<'_>, ring: &Arc<Ring>) {
-        if ring.held().1 == 0 {
+        if ring.is_empty() {
             self.remove(channels, ring);
         }
     }

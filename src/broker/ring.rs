@@ -40,6 +40,9 @@ pub(crate) struct Entry {
 pub(crate) struct Ring {
     name: Arc<str>,
     state: Mutex<State>,
+    /// The order number of the oldest entry (`u64::MAX` when empty), mirrored out of the lock
+    /// so the byte budget's queue can tell its stale items without locking: it only grows.
+    oldest: AtomicU64,
     /// [`crate::metrics::CHANNEL_SUBSCRIBERS`] for this channel.
     subscribers: Option<::metrics::Gauge>,
 }
@@ -85,6 +88,7 @@ impl Ring {
         Ring {
             subscribers: gauge.then(|| crate::metrics::channel_subscribers(&name)),
             name,
+            oldest: AtomicU64::new(u64::MAX),
             state: Mutex::new(State {
                 entries: VecDeque::with_capacity(capacity.min(64)),
                 capacity,
@@ -111,6 +115,7 @@ impl Ring {
         let seq = entry.seq;
         state.bytes += entry.bytes.len();
         state.entries.push_back(Arc::new(entry));
+        self.oldest.store(state.oldest(), Ordering::Relaxed);
         // Under the ring's lock: a reader that sees this entry also sees the watermark.
         watermark.fetch_max(seq, Ordering::Release);
         (state.take_wakers(), dropped)
@@ -124,7 +129,24 @@ impl Ring {
             return None;
         }
         let len = state.pop_front()?;
+        self.oldest.store(state.oldest(), Ordering::Relaxed);
         Some((len, state.entries.is_empty() && state.wakers.is_empty()))
+    }
+
+    /// Whether the entry with order number `seq`, once pushed here, is still kept. Without a
+    /// lock: the answer `false` is final.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        seq >= self.oldest.load(Ordering::Relaxed)
+    }
+
+    /// Drops every entry (the ring left the channel map); returns their bytes and count.
+    pub(crate) fn clear(&self) -> (usize, usize) {
+        let mut state = lock(&self.state);
+        let held = (state.bytes, state.entries.len());
+        state.entries = VecDeque::new();
+        state.bytes = 0;
+        self.oldest.store(u64::MAX, Ordering::Relaxed);
+        held
     }
 
     /// The channel's name.
@@ -132,15 +154,9 @@ impl Ring {
         &self.name
     }
 
-    /// The encoded bytes the ring holds, and how many entries.
-    pub(crate) fn held(&self) -> (usize, usize) {
-        let state = lock(&self.state);
-        (state.bytes, state.entries.len())
-    }
-
-    /// The order number of the oldest entry kept.
-    pub(crate) fn oldest(&self) -> Option<u64> {
-        Some(lock(&self.state).entries.front()?.seq)
+    /// Whether the ring holds no entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.state).entries.is_empty()
     }
 
     /// Takes every waiting subscriber's waker (on close).
@@ -234,6 +250,7 @@ impl Ring {
     /// `watermark` and `max_bytes` (at least one), moving `*pos` past those `skip` says were
     /// sent already. With nothing to take, leaves `waker` in `slot`.
     #[allow(clippy::too_many_arguments)] // one call site, in the subscription's poll
+    #[inline]
     pub(crate) fn read(
         &self,
         pos: &mut u64,
@@ -290,6 +307,10 @@ impl Ring {
 }
 
 impl State {
+    fn oldest(&self) -> u64 {
+        self.entries.front().map_or(u64::MAX, |entry| entry.seq)
+    }
+
     /// Drops the oldest entry; returns its size.
     fn pop_front(&mut self) -> Option<usize> {
         let dropped = self.entries.pop_front()?;

@@ -3,7 +3,7 @@
 //! remote events through.
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{Arc, OnceLock, Weak},
     task::Waker,
 };
 
@@ -11,6 +11,7 @@ use dashmap::DashMap;
 
 use super::{
     builder::BrokerBuilder,
+    drain::Plan,
     retention::{Channels, Retention},
     ring::{wake_all, Entry, Ring},
 };
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     /// (0: never). See [`Inbound::data_lost`].
     pub(super) data_lost_at: AtomicU64,
     pub(super) closed: AtomicBool,
+    /// Set by the first [`Broker::drain`](crate::Broker::drain).
+    pub(super) drain: OnceLock<Plan>,
     /// How many entries each ring keeps.
     pub(super) capacity: usize,
     pub(super) metrics: Metrics,
@@ -79,6 +82,7 @@ impl Shared {
             idle: AtomicUsize::new(0),
             data_lost_at: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            drain: OnceLock::new(),
             capacity,
             metrics: Metrics::new(),
             config,
@@ -190,17 +194,17 @@ fn clock_base() -> u64 {
         .saturating_mul(1_000_000)
 }
 
-/// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
+/// A broker handle that does not keep it alive: the [`Inbound`] a backend's task holds
+/// (unused without a backend feature).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(super) struct Handle(Weak<Shared>);
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 impl Handle {
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn new(shared: &Arc<Shared>) -> Handle {
         Handle(Arc::downgrade(shared))
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
     fn inner(&self) -> Result<Arc<Shared>, Gone> {
         self.0.upgrade().ok_or(Gone)
     }

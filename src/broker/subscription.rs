@@ -2,7 +2,9 @@
 //!
 //! A poll reads every cursor's ring up to the broker's watermark, joins what it took in order
 //! (several events into one buffer, up to a byte bound: one write per batch, not per event),
-//! and applies the [`LagPolicy`] to a cursor the ring has overtaken.
+//! and applies the [`LagPolicy`] to a cursor the ring has overtaken. During a drain it draws
+//! the stream's [`Turn`] and, at its end, delivers what was published before it, a `retry:`
+//! field, and ends.
 
 use std::{
     collections::VecDeque,
@@ -13,9 +15,11 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use tokio::time::Instant;
 
 use super::{
     builder::LagPolicy,
+    drain::Turn,
     resume::{Resume, Skip},
     ring::{Entry, Read, Ring},
     shared::Shared,
@@ -50,6 +54,9 @@ pub struct Subscription {
     /// Which ring entries were in the replay already.
     pub(super) skip: Option<Skip>,
     pub(super) resume: Resume,
+    /// This stream's turn in a drain; drawn the first time it is polled after the drain
+    /// started, so an idle stream costs one word until then.
+    turn: Option<Box<Turn>>,
     done: bool,
 }
 
@@ -68,6 +75,9 @@ pub(crate) enum Delivery {
     Events(Bytes),
     /// The subscriber fell this many events behind; the [`LagPolicy`] was applied.
     Lagged(u64),
+    /// The broker started draining and this stream drew its turn: it ends at
+    /// [`Subscription::drain_end`], and must be polled again then (nothing wakes it).
+    Drain,
 }
 
 impl fmt::Debug for Subscription {
@@ -82,6 +92,7 @@ impl fmt::Debug for Subscription {
                     .collect::<Vec<_>>(),
             )
             .field("resume", &self.resume)
+            .field("turn", &self.turn)
             .field("done", &self.done)
             .finish()
     }
@@ -97,6 +108,7 @@ impl Subscription {
             replay: VecDeque::new(),
             skip: None,
             resume: Resume::Live,
+            turn: None,
             done: false,
         }
     }
@@ -118,7 +130,8 @@ impl Subscription {
 
     /// Waits for the next events and returns them encoded, as a stream would send them; `None`
     /// when the stream is over (broker closed, or this subscriber lagged with
-    /// [`LagPolicy::Disconnect`]).
+    /// [`LagPolicy::Disconnect`]). During a [drain](crate::Broker::drain), at the stream's turn:
+    /// the events published before it, then `retry: <ms>\n\n`, then `None`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -133,11 +146,36 @@ impl Subscription {
     /// ```
     pub async fn recv(&mut self) -> Option<Bytes> {
         loop {
-            match poll_fn(|cx| self.poll_delivery(cx, 64 * 1024)).await? {
+            let delivery = match self.drain_end() {
+                None => poll_fn(|cx| self.poll_delivery(cx, 64 * 1024)).await,
+                Some(end) => {
+                    let poll = poll_fn(|cx| self.poll_delivery(cx, 64 * 1024));
+                    match tokio::time::timeout_at(end, poll).await {
+                        Ok(delivery) => delivery,
+                        // Its turn: the next poll ends the stream.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            match delivery? {
                 Delivery::Events(bytes) => return Some(bytes),
-                Delivery::Lagged(_) => continue,
+                Delivery::Lagged(_) | Delivery::Drain => continue,
             }
         }
+    }
+
+    /// The `retry:` this stream sends at its turn in a drain, if it drew one.
+    #[cfg(test)]
+    pub(crate) fn drain_retry_ms(&self) -> Option<u64> {
+        Some(self.turn.as_ref()?.retry_ms)
+    }
+
+    /// When this stream's turn in a drain comes, if it drew one and it has not come yet.
+    pub(crate) fn drain_end(&self) -> Option<Instant> {
+        self.turn
+            .as_ref()
+            .filter(|turn| turn.stop.is_none())
+            .map(|turn| turn.end)
     }
 
     /// Polls for the next delivery, coalescing up to `max_bytes` of waiting events (at least
@@ -160,13 +198,27 @@ impl Subscription {
         loop {
             let closed = inner.closed.load(Ordering::Acquire);
             let watermark = inner.watermark.load(Ordering::Acquire);
+            if self.turn.is_none() {
+                if let Some(plan) = inner.drain.get() {
+                    self.turn = Some(Box::new(plan.turn()));
+                    return Poll::Ready(Some(Delivery::Drain));
+                }
+            }
+            // At its turn, the stream takes what is published up to now and no more.
+            let stop = self.turn.as_mut().and_then(|turn| {
+                if turn.stop.is_none() && Instant::now() >= turn.end {
+                    turn.stop = Some(watermark);
+                }
+                turn.stop
+            });
+            let limit = stop.unwrap_or(watermark);
             let mut again = false;
             let mut taken = std::mem::take(&mut self.scratch);
             for (index, cursor) in self.cursors.iter_mut().enumerate() {
                 let read = cursor.ring.read(
                     &mut cursor.pos,
                     cursor.slot,
-                    watermark,
+                    limit,
                     max_bytes,
                     skips,
                     (index, &mut taken),
@@ -188,16 +240,22 @@ impl Subscription {
                 return Poll::Ready(Some(Delivery::Events(bytes)));
             }
             self.scratch = taken;
+            if stop.is_some() {
+                // Nothing is left up to the stop: what is above it (`again`) is after this
+                // stream's end.
+                return Poll::Ready(self.finish());
+            }
             if again {
                 continue;
             }
             if closed {
-                self.done = true;
-                return Poll::Ready(None);
+                return Poll::Ready(self.finish());
             }
-            // Registered above; a close that raced with us took the wakers before we put ours,
-            // so look once more.
-            if inner.closed.load(Ordering::Acquire) {
+            // Registered above; a close or a drain that raced with us took the wakers before
+            // we put ours, so look once more.
+            if inner.closed.load(Ordering::Acquire)
+                || (self.turn.is_none() && inner.drain.get().is_some())
+            {
                 continue;
             }
             return Poll::Pending;
@@ -234,6 +292,15 @@ impl Subscription {
         self.shared.metrics.delivered.increment(count as u64);
         taken.clear();
         bytes
+    }
+
+    /// Ends the stream: after a drain's turn (or a close that ended the drain), with the
+    /// `retry:` field.
+    fn finish(&mut self) -> Option<Delivery> {
+        self.done = true;
+        let turn = self.turn.as_ref()?;
+        let field = format!("retry: {}\n\n", turn.retry_ms);
+        Some(Delivery::Events(Bytes::from(field)))
     }
 
     fn take_replay(&mut self, max_bytes: usize) -> Bytes {
@@ -281,7 +348,14 @@ impl Drop for Subscription {
                 inner.channel_left(&cursor.ring);
             }
         }
-        inner.subscribers.fetch_sub(1, Ordering::AcqRel);
+        let before = inner.subscribers.fetch_sub(1, Ordering::AcqRel);
         inner.metrics.subscribers.decrement(1.0);
+        if before == 1 {
+            if let Some(plan) = inner.drain.get() {
+                // Every drain future waiting, also one between its look at the count and
+                // its first poll (`notify_waiters` reaches a `Notified` from its creation).
+                plan.emptied.notify_waiters();
+            }
+        }
     }
 }

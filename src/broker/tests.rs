@@ -4,6 +4,7 @@ use std::task::Poll;
 
 use super::*;
 use crate::error::{PublishError, SubscribeError};
+use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready, task};
 
 fn channels(broker: &Broker, q: &str) -> Channels {
@@ -436,4 +437,112 @@ fn ids_longer_than_a_last_event_id_may_be_are_refused() {
         broker.publish_local("a", &Event::default().id("abcde")),
         Err(PublishError::IdTooLong { limit: 4 })
     ));
+}
+
+/// What one poll of `sub` yields, as text: the bytes, `lagged`, `drain`, `end` or `pending`.
+fn step(t: &mut task::Spawn<()>, sub: &mut Subscription, max_bytes: usize) -> String {
+    match t.enter(|cx, _| sub.poll_delivery(cx, max_bytes)) {
+        Poll::Ready(Some(Delivery::Events(bytes))) => String::from_utf8(bytes.to_vec()).unwrap(),
+        Poll::Ready(Some(Delivery::Lagged(_))) => "lagged".into(),
+        Poll::Ready(Some(Delivery::Drain)) => "drain".into(),
+        Poll::Ready(None) => "end".into(),
+        Poll::Pending => "pending".into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_refuses_subscriptions_and_lets_publishes_go_on() {
+    let broker = Broker::builder().id_base(0).build();
+    let all = channels(&broker, "channel=a");
+    let _open = broker.sub(&all).unwrap();
+    let _drained = broker.drain(Duration::from_secs(3));
+    assert!(broker.is_draining() && !broker.is_closed());
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        match broker.sub(&all).unwrap_err() {
+            SubscribeError::Draining { retry_after } => seen.insert(retry_after.as_secs()),
+            err => panic!("{err}"),
+        };
+    }
+    // 1..=3 s, each drawn: all three come up in 200 draws but once in 10^35.
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(broker.total_subscribers(), 1);
+    assert_eq!(publish(&broker, "a", "x"), "1");
+}
+
+/// At its turn a stream delivers what was published before it, in as many polls as it takes,
+/// and nothing published after it.
+#[tokio::test(start_paused = true)]
+async fn at_its_turn_a_stream_takes_what_came_before_and_no_more() {
+    let broker = Broker::builder().id_base(0).build();
+    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut t = task::spawn(());
+    assert_eq!(step(&mut t, &mut sub, 1), "pending");
+    publish(&broker, "a", "1");
+    publish(&broker, "a", "2");
+    let window = Duration::from_millis(900);
+    let _drained = broker.drain(window);
+    assert!(t.is_woken());
+    assert_eq!(step(&mut t, &mut sub, 1), "drain");
+    let end = sub.drain_end().unwrap();
+    assert!(end < Instant::now() + window);
+    tokio::time::advance(window).await;
+    // One event per poll (a 1-byte bound); its stop was taken at the first.
+    assert_eq!(step(&mut t, &mut sub, 1), "data: 1\nid: 1\n\n");
+    assert_eq!(sub.drain_end(), None);
+    publish(&broker, "a", "after its turn");
+    assert_eq!(step(&mut t, &mut sub, 1), "data: 2\nid: 2\n\n");
+    let retry = format!("retry: {}\n\n", sub.drain_retry_ms().unwrap());
+    assert_eq!(step(&mut t, &mut sub, 1), retry);
+    assert_eq!(step(&mut t, &mut sub, 1), "end");
+}
+
+/// A stream nobody polls holds the drain up to its window and grace, then the close ends it
+/// (with its `retry:` field, when it is polled).
+#[tokio::test(start_paused = true)]
+async fn a_drain_closes_after_its_window_and_grace() {
+    let broker = Broker::builder().id_base(0).build();
+    let mut stuck = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let window = Duration::from_millis(800);
+    let start = Instant::now();
+    broker.drain(window).await;
+    assert_eq!(start.elapsed(), window + DRAIN_GRACE);
+    assert!(broker.is_closed());
+    assert!(matches!(
+        broker.publish_local("a", &Event::default()),
+        Err(PublishError::Closed)
+    ));
+    let mut t = task::spawn(());
+    assert_eq!(step(&mut t, &mut stuck, 1024), "drain");
+    let retry = format!("retry: {}\n\n", stuck.drain_retry_ms().unwrap());
+    assert_eq!(step(&mut t, &mut stuck, 1024), retry);
+    assert_eq!(step(&mut t, &mut stuck, 1024), "end");
+}
+
+/// The drain is over as soon as the last stream is gone; a second drain or one after a close
+/// waits for nothing more.
+#[tokio::test(start_paused = true)]
+async fn a_drain_ends_with_its_last_stream() {
+    let broker = Broker::builder().id_base(0).build();
+    let all = channels(&broker, "channel=a,b");
+    let (one, two) = (broker.sub(&all).unwrap(), broker.sub(&all).unwrap());
+    let start = Instant::now();
+    let mut drained = task::spawn(broker.drain(Duration::from_secs(60)));
+    let mut again = task::spawn(broker.drain(Duration::from_secs(1)));
+    assert_pending!(drained.poll());
+    assert_pending!(again.poll());
+    drop(one);
+    assert_pending!(drained.poll());
+    drop(two);
+    assert!(drained.is_woken());
+    assert_ready!(drained.poll());
+    assert_ready!(again.poll());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(broker.is_closed());
+
+    let closed = Broker::builder().id_base(0).build();
+    closed.close();
+    closed.drain(Duration::from_secs(60)).await;
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(matches!(closed.sub(&all), Err(SubscribeError::Closed)));
 }

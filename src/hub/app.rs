@@ -13,7 +13,13 @@ use tower_http::{
     trace::{DefaultOnResponse, TraceLayer},
 };
 
-use super::{auth::authorize, prometheus::scrape, publish::publish, MAX_BODY};
+use super::{
+    auth::authorize,
+    health::{healthz, readyz},
+    prometheus::scrape,
+    publish::publish,
+    MAX_BODY,
+};
 use crate::{AccessLayer, Broker, SseService};
 
 /// What the handlers share.
@@ -23,10 +29,10 @@ pub(super) struct Hub {
     pub(super) token: Option<Arc<str>>,
 }
 
-/// The hub's routes: `GET /events`, `POST /publish`, `GET /healthz` and `GET /metrics`, each
-/// request traced by its path only (the query may hold a token). `token` guards publishing,
-/// the `private.*` channels and the metrics; `keep_alive` is the idle time before a keep-alive
-/// comment (`None`: never).
+/// The hub's routes: `GET /events`, `POST /publish`, `GET /healthz`, `GET /readyz` and
+/// `GET /metrics`, each request traced by its path only (the query may hold a token). `token`
+/// guards publishing, the `private.*` channels and the metrics; `keep_alive` is the idle time
+/// before a keep-alive comment (`None`: never). No CORS: add [`cors`](super::cors) as a layer.
 ///
 /// Serve it with `into_make_service`, not `axum::serve(listener, app)`, which rebuilds the
 /// router for every connection: about 500 bytes per route held by each open stream. Call
@@ -47,14 +53,26 @@ pub(super) struct Hub {
 ///     .route("/hello", get(|| async { "hello" }));
 /// let listener = hub::listen("127.0.0.1:8080").await?;
 /// axum::serve(listener, app.into_make_service())
-///     .with_graceful_shutdown(hub::shutdown(broker, hub::shutdown_signal()))
+///     .with_graceful_shutdown(hub::shutdown(broker, Duration::from_secs(10), hub::shutdown_signal()))
 ///     .await?;
 /// # Ok(())
 /// # }
 /// ```
 pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) -> Router {
-    let token: Option<Arc<str>> = token.map(Arc::from);
-    let guard = token.clone();
+    let hub = Hub::new(broker, token);
+    traced(routes(&hub, keep_alive).merge(metrics_routes(&hub)))
+}
+
+impl Hub {
+    pub(super) fn new(broker: Broker, token: Option<String>) -> Hub {
+        let token = token.map(Arc::from);
+        Hub { broker, token }
+    }
+}
+
+/// Everything but `/metrics`, untraced.
+pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
+    let guard = hub.token.clone();
     let access = AccessLayer::new(move |parts: &Parts, channel: &str| {
         let verdict = match &guard {
             Some(token) if channel.starts_with("private.") => {
@@ -64,11 +82,10 @@ pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) 
         };
         std::future::ready(verdict)
     })
-    .channel_rules(broker.channel_rules().clone());
+    .channel_rules(hub.broker.channel_rules().clone());
     // The stream is the service itself: no handler or body wrapper around it, as each would
     // cost every open stream memory (the broker logs subscribe and unsubscribe).
-    let sse = SseService::new(broker.clone()).keep_alive(keep_alive);
-    let hub = Hub { broker, token };
+    let sse = SseService::new(hub.broker.clone()).keep_alive(keep_alive);
     Router::new()
         .route("/events", get_service(sse).route_layer(access))
         .route(
@@ -78,15 +95,26 @@ pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) 
                 RequestBodyLimitLayer::new(MAX_BODY),
             )),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(hub.clone())
+}
+
+/// `GET /metrics` alone, untraced: on the main listener, or on `--metrics-bind`.
+pub(super) fn metrics_routes(hub: &Hub) -> Router {
+    Router::new()
         .route("/metrics", get(scrape))
-        .with_state(hub)
-        .layer(
-            TraceLayer::new_for_http()
-                // The path only: the query may hold an access token.
-                .make_span_with(|req: &Request| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
-                })
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
+        .with_state(hub.clone())
+}
+
+/// Each request logged with its method, path (only: the query may hold an access token) and
+/// status.
+pub(super) fn traced(router: Router) -> Router {
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            })
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+    )
 }

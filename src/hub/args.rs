@@ -3,10 +3,16 @@
 use std::{error::Error, path::PathBuf};
 
 use clap::{builder::NonEmptyStringValueParser, Parser};
+use http::HeaderValue;
+
+use super::cors::origin;
 
 use crate::Broker;
 
-/// The hub's flags, as `tower-sse-hub --help` lists them.
+/// The hub's flags, as `tower-sse-hub --help` lists them. Each can also be set through the
+/// environment variable named in its `env` (for containers): `SSE_HUB_` and the flag's name in
+/// capitals, `-` as `_`; a flag given on the command line wins. `--cors-origin` takes a
+/// comma-separated list there; `--allow-anonymous-publish` takes `true` or `false`.
 ///
 /// ```
 /// use clap::Parser;
@@ -26,25 +32,89 @@ use crate::Broker;
     long_about = None
 )]
 pub struct Args {
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    /// Address to listen on. Not a loopback address: needs --token or
+    /// --allow-anonymous-publish.
+    #[arg(
+        long,
+        env = "SSE_HUB_BIND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     pub bind: String,
     /// Redis URL, so several hubs share channels (needs the `redis` feature); else
     /// $SSE_REDIS_URL, else $REDIS_URL, else the hub keeps everything in process.
-    #[arg(long, value_name = "URL")]
+    #[arg(
+        long,
+        env = "SSE_HUB_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub redis_url: Option<String>,
     /// Bearer token needed to publish and to subscribe to `private.*` channels.
-    #[arg(long, value_name = "SECRET", value_parser = NonEmptyStringValueParser::new())]
+    #[arg(
+        long,
+        env = "SSE_HUB_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
     pub token: Option<String>,
+    /// Lets anyone publish when the hub listens on an address other than loopback, without
+    /// --token.
+    #[arg(
+        long,
+        env = "SSE_HUB_ALLOW_ANONYMOUS_PUBLISH",
+        conflicts_with = "token"
+    )]
+    pub allow_anonymous_publish: bool,
     /// Seconds without events before a keep-alive comment is sent (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    #[arg(
+        long,
+        env = "SSE_HUB_KEEP_ALIVE",
+        value_name = "SECS",
+        default_value_t = 15
+    )]
     pub keep_alive: u64,
     /// Events a client resuming with Last-Event-ID gets at most, per channel (0: none).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "SSE_HUB_HISTORY",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     pub history: usize,
     /// The most bytes of events kept in all, history and buffers; the oldest go first.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(
+        long,
+        env = "SSE_HUB_MAX_RETAINED_BYTES",
+        value_name = "BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
     pub max_retained_bytes: usize,
+    /// An origin whose pages may subscribe and publish, with credentials (`EventSource(url,
+    /// {withCredentials: true})`, `fetch(url, {credentials: 'include'})`), as
+    /// `scheme://host[:port]`; repeatable. Not `*`: credentials need exact origins.
+    #[arg(
+        long,
+        env = "SSE_HUB_CORS_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        value_parser = origin
+    )]
+    pub cors_origin: Vec<HeaderValue>,
+    /// On Ctrl-C or SIGTERM: seconds over which open streams are ended, each at a random
+    /// moment after a `retry:` that spreads the reconnects over the window after it; new
+    /// streams get 503 meanwhile (0: end every stream at once).
+    #[arg(
+        long,
+        env = "SSE_HUB_DRAIN_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub drain_secs: u64,
+    /// Serve GET /metrics on this address of its own instead of on --bind.
+    #[arg(long, env = "SSE_HUB_METRICS_BIND", value_name = "ADDR")]
+    pub metrics_bind: Option<String>,
 
     // HTTPS and HTTP/2 (src/hub/tls.rs, src/hub/connections.rs).
     /// PEM certificate chain: serve HTTPS, HTTP/2 or HTTP/1.1 as ALPN selects (with

@@ -43,6 +43,8 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// connection.
 ///
 /// ```no_run
+/// use std::time::Duration;
+///
 /// use tower_sse::{hub, Broker};
 ///
 /// # #[tokio::main]
@@ -50,10 +52,11 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// let broker = Broker::new();
 /// let tls = hub::tls_config("cert.pem".as_ref(), "key.pem".as_ref())?;
 /// let app = hub::app(broker.clone(), None, None);
+/// let stop = hub::shutdown(broker, Duration::from_secs(10), hub::shutdown_signal());
 /// hub::Server::new()
 ///     .tls(tls)
 ///     .max_streams_per_connection(100)
-///     .serve(hub::listen("127.0.0.1:8443").await?, app, hub::shutdown(broker, hub::shutdown_signal()))
+///     .serve(hub::listen("127.0.0.1:8443").await?, app, stop)
 ///     .await;
 /// # Ok(())
 /// # }
@@ -118,13 +121,16 @@ impl Server {
     /// each connection down gracefully: HTTP/1.1 connections close once their response is
     /// done, HTTP/2 ones are sent `GOAWAY` and close once their streams are done. Returns
     /// when every connection is closed. An event stream never ends on its own: let `signal`
-    /// close the broker, as [`shutdown`](super::shutdown) does.
+    /// drain or close the broker, as [`shutdown`](super::shutdown) does; the server goes on
+    /// accepting until `signal` completes, so streams opened during a drain get its `503`.
     ///
     /// Connections that fail (a reset, a failed handshake) are logged at `debug` and don't
     /// stop the server; failing to accept (too many open files) is logged at `error`, and
     /// accepting goes on after a second.
     ///
     /// ```no_run
+    /// use std::time::Duration;
+    ///
     /// use tower_sse::{hub, Broker};
     ///
     /// # #[tokio::main]
@@ -132,9 +138,8 @@ impl Server {
     /// let broker = Broker::new();
     /// let app = hub::app(broker.clone(), None, None);
     /// let listener = hub::listen("127.0.0.1:8080").await?;
-    /// hub::Server::new()
-    ///     .serve(listener, app, hub::shutdown(broker, hub::shutdown_signal()))
-    ///     .await;
+    /// let stop = hub::shutdown(broker, Duration::from_secs(10), hub::shutdown_signal());
+    /// hub::Server::new().serve(listener, app, stop).await;
     /// # Ok(())
     /// # }
     /// ```

@@ -9,9 +9,17 @@
 //! - `POST /publish?channel=A&event=TYPE&id=ID&retry=MS`, body = the event's data (UTF-8, at
 //!   most [`MAX_BODY`]): answers `{"id": "..."}`. With `--token`, publishing always needs the
 //!   token. Bad input is a `4xx` with a `text/plain` reason and publishes nothing.
-//! - `GET /healthz`: `ok`.
+//! - `GET /healthz`: `ok` (liveness). `GET /readyz`: `ready`, or `503` while the hub drains or
+//!   its backend is unreachable (see [`ready`]).
 //! - `GET /metrics`: Prometheus text format (see [`crate::metrics`]); with `--token`, it needs
-//!   the token too, as metrics name channels.
+//!   the token too, as metrics name channels. With `--metrics-bind ADDR`, on that address
+//!   only.
+//!
+//! Protected by default, like Redis's protected mode: bound beyond loopback (`--bind
+//! 0.0.0.0:8080`) with no `--token`, the hub refuses to start unless `--allow-anonymous-publish`
+//! says that anyone may publish. `--cors-origin ORIGIN` (repeatable) lets pages on that
+//! origin subscribe and publish with credentials (see [`cors`]). Every flag can also be set
+//! from the environment, as `SSE_HUB_` and its name (see [`Args`]).
 //!
 //! The token goes in `Authorization: Bearer SECRET`, or in the `access_token` query parameter
 //! for `EventSource`, which can't set headers ([RFC 6750 §2.3]).
@@ -39,7 +47,10 @@ mod app;
 mod args;
 mod auth;
 mod connections;
+mod cors;
+mod health;
 mod prometheus;
+mod protect;
 mod publish;
 mod serve;
 mod tls;
@@ -51,9 +62,11 @@ use clap::Parser;
 pub use self::{
     app::app,
     args::{broker, redis_url, Args},
+    cors::cors,
+    health::ready,
     prometheus::metrics,
     publish::MAX_BODY,
-    serve::{listen, run, shutdown, shutdown_signal, BACKLOG},
+    serve::{listen, run, shutdown, shutdown_signal, BACKLOG, EXIT_GRACE},
 };
 pub use self::{
     connections::{Server, MAX_STREAMS_PER_CONNECTION},

@@ -1,10 +1,23 @@
 //! Listening, serving, and stopping on a signal.
 
-use std::{error::Error, future::Future, io, time::Duration};
+use std::{
+    error::Error,
+    future::{Future, IntoFuture},
+    io,
+    net::SocketAddr,
+    time::Duration,
+};
 
-use tokio::net::{lookup_host, TcpListener, TcpSocket};
+use tokio::{
+    net::{lookup_host, TcpListener, TcpSocket},
+    sync::watch,
+};
 
-use super::{app, args::redis_url, broker, metrics, tls_config, Args, Server};
+use super::{
+    app::{metrics_routes, routes, traced, Hub},
+    args::redis_url,
+    broker, cors, metrics, protect, tls_config, Args, Server,
+};
 use crate::Broker;
 
 /// The listen backlog of [`listen`]: 1,024. `TcpListener::bind` asks for 128, too few for
@@ -85,33 +98,43 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Waits for `signal`, then closes the broker so that every stream ends and the server's
-/// graceful shutdown can finish: an event stream never ends on its own.
+/// Waits for `signal`, then drains the broker over `window` ([`Broker::drain`]): new streams
+/// get `503`, open ones end spread over the window, and once they have, the broker is closed
+/// and the server's graceful shutdown can finish (an event stream never ends on its own).
+/// Give it to the server as its shutdown signal: the server goes on accepting during the
+/// drain, so new streams get their `503` rather than a refused connection.
 ///
 /// ```
+/// use std::time::Duration;
 /// use tower_sse::{hub, Broker};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let broker = Broker::new();
-/// hub::shutdown(broker.clone(), async {}).await;
+/// hub::shutdown(broker.clone(), Duration::ZERO, async {}).await;
 /// assert!(broker.is_closed());
 /// # }
 /// ```
-pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
+pub async fn shutdown(broker: Broker, window: Duration, signal: impl Future<Output = ()>) {
     signal.await;
-    tracing::info!("shutting down");
-    broker.close();
+    tracing::info!(drain = ?window, "shutting down");
+    broker.drain(window).await;
 }
 
-/// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`] on
-/// `--bind` (served by a [`Server`]: HTTPS with `--tls-cert` and `--tls-key`, else HTTP/1.1
+/// How long the hub waits, after the drain, for its connections to finish before it exits
+/// anyway: a client that stopped reading would hold its connection, and the process, for ever.
+pub const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`](super::app) on
+/// `--bind` (with [`cors`] for `--cors-origin`, and `/metrics` on `--metrics-bind` instead
+/// if given), served by a [`Server`] (HTTPS with `--tls-cert` and `--tls-key`, else HTTP/1.1
 /// and h2c), until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
 ///
 /// # Errors
 ///
-/// The certificate or key can't be loaded (see [`tls_config`]), the broker can't be built
-/// (see [`broker`]), or the address can't be bound.
+/// `--bind` is beyond loopback with neither `--token` nor `--allow-anonymous-publish`, the
+/// certificate or key can't be loaded (see [`tls_config`]), the broker can't be built (see
+/// [`broker`]), an address can't be bound, or serving fails.
 ///
 /// ```no_run
 /// use clap::Parser;
@@ -123,6 +146,8 @@ pub async fn shutdown(broker: Broker, signal: impl Future<Output = ()>) {
 /// # }
 /// ```
 pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
+    let addrs: Vec<SocketAddr> = lookup_host(&args.bind).await?.collect();
+    protect::check(&args, &addrs)?;
     // The environment as the crate reads it. Without the `redis` feature the crate has no
     // `redis` module: the hub reads the same variables, so that a URL there is refused, not
     // ignored.
@@ -141,18 +166,74 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     }
     let broker = broker(&args).await?;
     let listener = listen(&args.bind).await?;
+    let metrics_listener = match &args.metrics_bind {
+        Some(addr) => Some(listen(addr).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     tracing::info!(
         address = %listener.local_addr()?,
+        metrics = ?metrics_addr,
         redis = args.redis_url.is_some(),
         token = args.token.is_some(),
+        cors_origins = args.cors_origin.len(),
         tls = args.tls_cert.is_some(),
         "hub listening"
     );
     let keep_alive = (args.keep_alive > 0).then(|| Duration::from_secs(args.keep_alive));
-    let app = app(broker.clone(), args.token, keep_alive);
+    let hub = Hub::new(broker.clone(), args.token);
+    let mut main = routes(&hub, keep_alive);
+    if metrics_listener.is_none() {
+        main = main.merge(metrics_routes(&hub));
+    }
+    if !args.cors_origin.is_empty() {
+        main = main.layer(cors(&args.cors_origin));
+    }
+    // One signal for both listeners: it closes the broker, which ends the streams.
+    let (stop, stopped) = watch::channel(false);
+    let stopping = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let drain = Duration::from_secs(args.drain_secs);
+    tokio::spawn(async move {
+        shutdown(broker, drain, shutdown_signal()).await;
+        stop.send_replace(true);
+    });
+    let exit_grace = {
+        let stopped = stopped.clone();
+        async move {
+            stopping(stopped).await;
+            tokio::time::sleep(EXIT_GRACE).await;
+        }
+    };
+    let metrics_server = metrics_listener.map(|listener| {
+        let app = traced(metrics_routes(&hub));
+        axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(stopping(stopped.clone()))
+            .into_future()
+    });
     // Not `axum::serve`, which has no TLS; the router is cloned per connection, not rebuilt.
-    server
-        .serve(listener, app, shutdown(broker, shutdown_signal()))
-        .await;
+    let main_server = async move {
+        server
+            .serve(listener, traced(main), stopping(stopped))
+            .await;
+        Ok(())
+    };
+    let servers = async move {
+        match metrics_server {
+            Some(metrics_server) => {
+                let (main, metrics) = tokio::join!(main_server, metrics_server);
+                main.and(metrics)
+            }
+            None => main_server.await,
+        }
+    };
+    tokio::select! {
+        served = servers => served?,
+        () = exit_grace => tracing::warn!(?EXIT_GRACE, "connections still open after the drain; exiting"),
+    }
     Ok(())
 }

@@ -1,13 +1,14 @@
-//! Headless Chromium driven over WebDriver (chromedriver + fantoccini), with a fresh profile
-//! and certificate errors ignored (the tests make self-signed certificates). The same rule as
-//! `tests/browser.rs`: without `/usr/bin/chromium` and `chromedriver` a test says so on stderr
-//! and passes, unless `TOWER_SSE_REQUIRE_BROWSER=1` (set by `.ci/run`), which makes it fail.
-//! Used by `tests/browser_tls.rs` through `#[path]`.
+//! Headless Chromium over WebDriver, for the tests that need a real browser
+//! (`tests/browser.rs`, `tests/cors.rs`, `tests/browser_tls.rs`, through `#[path]`).
+//!
+//! Needs `/usr/bin/chromium` and `chromedriver` (Debian: `apt-get install chromium
+//! chromium-driver`). Without them a test says so on stderr and passes, unless
+//! `TOWER_SSE_REQUIRE_BROWSER=1` (set by `.ci/run`), which makes it fail.
 
 #![allow(dead_code)] // each test uses its part
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -16,18 +17,14 @@ use std::{
 use fantoccini::{Client as Browser, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::support::guard;
+use crate::support::{guard, on_path, skip_or_fail};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// chromedriver, or `None` (after saying so, naming `test`) when the browser tools are
-/// missing and not required.
+/// The browser tools, or `None` (after saying so, for `test`) when they are missing and not
+/// required.
 pub fn browser_tools(test: &str) -> Option<PathBuf> {
-    let chromedriver = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("chromedriver"))
-            .find(|file| file.is_file())
-    });
+    let chromedriver = on_path("chromedriver");
     let missing = match &chromedriver {
         _ if !Path::new(CHROMIUM).is_file() => Some(CHROMIUM),
         None => Some("chromedriver (on PATH)"),
@@ -35,19 +32,15 @@ pub fn browser_tools(test: &str) -> Option<PathBuf> {
     };
     if let Some(missing) = missing {
         let install = "apt-get install chromium chromium-driver";
-        if std::env::var("TOWER_SSE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("TOWER_SSE_REQUIRE_BROWSER=1 but {missing} is missing: {install}");
-        }
-        // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
-        let loud = format!("\n!!! SKIPPED {test}: {missing} is missing ({install}) !!!\n");
-        let _ = std::io::stderr().write_all(loud.as_bytes());
+        skip_or_fail(test, missing, install, "TOWER_SSE_REQUIRE_BROWSER");
+        return None;
     }
     chromedriver
 }
 
 /// A chromedriver we started, in a process group of its own so that the Chromium it starts
-/// goes with it: killed by that group id on drop, also when the test panics. Its Chromium's
-/// profile folder goes too.
+/// goes with it: killed by that group id on drop, also when the test panics. The profile
+/// folder of [`open_browser_trusting_any_certificate`] goes too.
 pub struct Chromedriver {
     child: Child,
     url: String,
@@ -93,37 +86,6 @@ impl Chromedriver {
         driver.url = format!("http://127.0.0.1:{port}");
         driver
     }
-
-    /// Headless Chromium with a fresh profile, trusting any certificate.
-    pub async fn open_browser(&self) -> Browser {
-        let profile = format!("--user-data-dir={}", self.profile.display());
-        let options = serde_json::json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                // HTTP/2 over TCP, not HTTP/3 over QUIC.
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--no-proxy-server",
-                "--ignore-certificate-errors",
-                profile,
-            ],
-        });
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("goog:chromeOptions".into(), options);
-        capabilities.insert("acceptInsecureCerts".into(), true.into());
-        let mut builder = ClientBuilder::new(HttpConnector::new());
-        builder.capabilities(capabilities);
-        guard("webdriver session", builder.connect(&self.url))
-            .await
-            .expect("webdriver session")
-    }
 }
 
 impl Drop for Chromedriver {
@@ -138,4 +100,57 @@ impl Drop for Chromedriver {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// Headless Chromium through `driver`.
+pub async fn open_browser(driver: &Chromedriver) -> Browser {
+    let options = serde_json::json!({
+        "binary": CHROMIUM,
+        "args": [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--no-proxy-server",
+        ],
+    });
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".into(), options);
+    let mut builder = ClientBuilder::new(HttpConnector::new());
+    builder.capabilities(capabilities);
+    guard("webdriver session", builder.connect(&driver.url))
+        .await
+        .expect("webdriver session")
+}
+
+/// Headless Chromium through `driver`, with a fresh profile, trusting any certificate (the
+/// tests make self-signed ones), and HTTP/2 over TCP rather than HTTP/3 over QUIC.
+pub async fn open_browser_trusting_any_certificate(driver: &Chromedriver) -> Browser {
+    let profile = format!("--user-data-dir={}", driver.profile.display());
+    let options = serde_json::json!({
+        "binary": CHROMIUM,
+        "args": [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--no-proxy-server",
+            "--ignore-certificate-errors",
+            profile,
+        ],
+    });
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".into(), options);
+    capabilities.insert("acceptInsecureCerts".into(), true.into());
+    let mut builder = ClientBuilder::new(HttpConnector::new());
+    builder.capabilities(capabilities);
+    guard("webdriver session", builder.connect(&driver.url))
+        .await
+        .expect("webdriver session")
 }

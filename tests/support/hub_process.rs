@@ -84,14 +84,34 @@ impl HubProcess {
 
     /// Starts the hub; `Err` with its exit status and output if it exits before listening.
     pub async fn try_start(args: &[&str]) -> Result<HubProcess, Exited> {
-        let mut child = Command::new(hub_binary())
-            .args(["--bind", "127.0.0.1:0"])
+        HubProcess::try_start_with(args, &[]).await
+    }
+
+    /// Starts the hub with `args`, after `--bind 127.0.0.1:0` unless they or `env` give one,
+    /// and `env` set; `Err` with its exit status and output if it exits before listening.
+    pub async fn try_start_with(args: &[&str], env: &[(&str, &str)]) -> Result<HubProcess, Exited> {
+        let mut command = Command::new(hub_binary());
+        let bind_given =
+            args.contains(&"--bind") || env.iter().any(|(name, _)| *name == "SSE_HUB_BIND");
+        if !bind_given {
+            command.args(["--bind", "127.0.0.1:0"]);
+        }
+        // The defaults as shipped: its default log level, and no Redis nor flags from the
+        // environment (the hub reads these).
+        for (name, _) in std::env::vars_os() {
+            if name
+                .to_str()
+                .is_some_and(|name| name.starts_with("SSE_HUB_"))
+            {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
             .args(args)
-            // The defaults as shipped: its default log level, and no Redis from the
-            // environment (the hub reads these two).
             .env_remove("RUST_LOG")
             .env_remove("SSE_REDIS_URL")
             .env_remove("REDIS_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -133,7 +153,11 @@ impl HubProcess {
             client: client(),
         };
         match guard("the hub logs its address or exits", address).await {
-            Ok(addr) => {
+            Ok(mut addr) => {
+                // Listening on every address (`0.0.0.0`): talk to it over loopback.
+                if addr.ip().is_unspecified() {
+                    addr.set_ip([127, 0, 0, 1].into());
+                }
                 hub.addr = addr;
                 Ok(hub)
             }
@@ -164,21 +188,6 @@ impl HubProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Sends SIGTERM and waits for the hub to exit.
-    pub async fn terminate(&mut self) -> ExitStatus {
-        // SAFETY: kill has no memory preconditions; the pid is our child's, not yet reaped.
-        assert_eq!(unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) }, 0);
-        guard("the hub exits", async {
-            loop {
-                if let Some(status) = self.child.try_wait().expect("wait for the hub") {
-                    return status;
-                }
-                pause().await;
-            }
-        })
-        .await
     }
 
     /// `http://ADDR{path}`.
@@ -261,6 +270,29 @@ impl HubProcess {
             .lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    }
+}
+
+impl HubProcess {
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the hub.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid");
+        // SAFETY: `kill` has no memory effects; the pid is our child's, not yet reaped.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// Waits for the hub to exit on its own.
+    pub async fn wait(&mut self) -> ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the hub") {
+                return status;
+            }
+            pause().await;
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test uses its part
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, io::Write, path::PathBuf, time::Duration};
 
 use reqwest::{Client, RequestBuilder, Response};
 
@@ -40,4 +40,23 @@ pub async fn send(request: RequestBuilder) -> Response {
 /// The whole body as text, under the hang guard.
 pub async fn text(res: Response) -> String {
     guard("body", res.text()).await.unwrap()
+}
+
+/// `name` in one of the folders of `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|file| file.is_file())
+}
+
+/// A program `test` needs is `missing`: a failure when the environment variable `require` is
+/// `1` (CI sets it), else a loud line on stderr, and the test passes without running.
+pub fn skip_or_fail(test: &str, missing: &str, install: &str, require: &str) {
+    if std::env::var(require).as_deref() == Ok("1") {
+        panic!("{require}=1 but {missing} is missing: {install}");
+    }
+    // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
+    let loud = format!("\n!!! SKIPPED {test}: {missing} is missing ({install}) !!!\n");
+    let _ = std::io::stderr().write_all(loud.as_bytes());
 }

@@ -1,6 +1,7 @@
 //! A private `redis-server` child process on a free loopback port, without persistence, killed
 //! on drop: the starter of `tests/redis.rs`, trimmed, for the test files that run the hub
-//! binary on Redis (`tests/trust.rs`, `tests/redis_faults.rs`, through `#[path]`). Without
+//! binary on Redis (`tests/trust.rs`, `tests/redis_faults.rs`, through `#[path]`); and
+//! [`Stopped`], a server paused with `SIGSTOP` (`tests/redis.rs` too). Without
 //! `redis-server` on PATH the tests say so on stderr and pass, unless
 //! `TOWER_SSE_REQUIRE_REDIS=1`.
 
@@ -109,6 +110,46 @@ impl Drop for RedisServer {
     }
 }
 
+/// A process stopped with `SIGSTOP`, as a partition or a stuck node would leave a server (TCP
+/// up, nothing answers); continued with `SIGCONT` on drop (also when the test fails), so that
+/// its owner can kill it.
+pub struct Stopped(u32);
+
+impl Stopped {
+    /// Stops `pid` and waits until the kernel reports it stopped.
+    pub async fn new(pid: u32) -> Stopped {
+        signal(pid, libc::SIGSTOP);
+        let stopped = Stopped(pid);
+        guard("the process is stopped", async {
+            while !is_stopped(pid) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        stopped
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    // SAFETY: `kill` has no memory effects; the pid is our own child's, not yet reaped.
+    let done = unsafe { libc::kill(pid, signal) };
+    assert_eq!(done, 0, "kill({pid}, {signal})");
+}
+
+/// State `T` (stopped) in `/proc/PID/stat`: the field after the parenthesised name.
+fn is_stopped(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    state.is_some_and(|state| state.starts_with('T'))
+}
+
 /// Whether a server answers on `port`.
 pub async fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
@@ -125,6 +166,7 @@ pub async fn ping(port: u16) -> bool {
 }
 
 /// Starts a server, or skips the test.
+#[allow(unused_macros)] // `tests/redis.rs` has its own
 macro_rules! redis_server {
     () => {
         match $crate::redis_server::RedisServer::start().await {
@@ -133,4 +175,5 @@ macro_rules! redis_server {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use redis_server;

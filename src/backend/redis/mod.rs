@@ -15,13 +15,23 @@
 //!
 //! # Faults
 //!
-//! When the subscription connection drops, open streams stay open (keep-alives go on). The
-//! instance reconnects with backoff (100 ms doubling to 5 s), subscribes its channels again and
-//! fills the gap from the histories, so its clients lose nothing published meanwhile (with
-//! history off, what was published during the outage is lost). A publish while Redis is
-//! unreachable fails with [`PublishError::Backend`]; it is never silently dropped. A new
-//! stream on a channel this instance has no subscription for yet fails with
-//! [`SubscribeError::Backend`].
+//! Nothing on a request's path waits on Redis for more than 5 s: each command has 2 s for
+//! its answer, and a publish, a new subscription or a resume that gets none fails:
+//!
+//! | Redis | publish | new stream on a channel this instance has no subscription for |
+//! |---|---|---|
+//! | refuses the connection, or the command | [`PublishError::Backend`], `503`: nothing was published | [`SubscribeError::Backend`], `503` |
+//! | does not answer in time (paused, partitioned) | [`PublishError::Unknown`], `504`: the event may be published, now or when Redis is back | [`SubscribeError::Backend`], `503` |
+//!
+//! A publish is never silently dropped, and a retry after either is safe when the event has
+//! an id (see [Repeats](#repeats)). Streams already open stay open (keep-alives go on), and so
+//! does subscribing to a channel this instance holds a subscription for.
+//!
+//! The subscription connection is checked: a PING after 5 s without a message, and a
+//! command on it without an answer within 2 s, replace it as if it had dropped. The instance
+//! reconnects with backoff (100 ms doubling to 5 s), subscribes its channels again and fills
+//! the gap from the histories, so its clients lose nothing published meanwhile (with history
+//! off, what was published during the outage is lost).
 //!
 //! If Redis comes back without its data (a restart without persistence), each instance notices
 //! on reconnect (the `epoch` key is gone) and takes the histories from their start, so its
@@ -31,12 +41,42 @@
 //! events published before any such instance is back, by one that had seen fewer ids (a fresh
 //! process), reuse old ids.
 //!
+//! # Repeats
+//!
+//! A publish with an id ([`Event::id`](crate::Event::id)) that repeats the last one published
+//! with that id on the same channel, byte for byte, within 10 minutes, is not published again:
+//! it answers the same id, as the first did. So a publisher that did not get an answer
+//! (`504`) retries with the same id without sending the event twice. An event with the same
+//! id and other content is a new event, published as usual. Events without an id are never
+//! taken for repeats.
+//!
+//! # Expiry
+//!
+//! A channel's history (and its index of publishers' ids) expires 1 day after the channel's
+//! last publish, so Redis does not grow with every channel name ever used. The marks for
+//! repeats expire after their 10 minutes. What remains per instance is two keys (`seq` and
+//! `epoch`) and a clock of one entry per minute of publishing, for 1 day. A resume that would
+//! have needed an expired history gets the gap: the clock tells which ids are older than it.
+//! Under `maxmemory` pressure, a `volatile-*` eviction policy may take these keys earlier.
+//!
+//! # Resume
+//!
+//! A resume replays, on each channel, at most [`BrokerBuilder::history`] events (of this
+//! instance's setting, whatever another instance keeps), and in all at most 4 MiB: the newest
+//! events first, as far as both allow, and [`Resume::Gap`](crate::broker::Resume::Gap) when
+//! any event after the id is left out. With history 0 nothing is replayed. So a resume holds
+//! at most 4 MiB until its client has read the replay, plus what Redis sends for it meanwhile
+//! (the same bound). A publisher's id is found through each channel's index, never by reading
+//! the histories.
+//!
 //! # Keys
 //!
 //! With the default prefix `tower-sse`: `tower-sse:seq` (the id counter), `tower-sse:epoch` (a
 //! random token, lost with the data), `tower-sse:history:{channel}` (streams, entry id =
-//! sequence number) and the pub/sub channels `tower-sse:channel:{channel}`. Needs Redis 7.0 or
-//! later (`XSETID ... MAXDELETEDID`).
+//! sequence number), `tower-sse:ids:{channel}` (publisher id -> sequence number),
+//! `tower-sse:clock` (a stream of counter samples), `tower-sse:pubid:{channel} {id}` (repeat
+//! marks) and the pub/sub channels `tower-sse:channel:{channel}`. Needs Redis 7.0 or later
+//! (`XSETID ... MAXDELETEDID`).
 //!
 //! # Layout
 //!
@@ -59,6 +99,7 @@
 //!
 //! [`BrokerBuilder::history`]: crate::BrokerBuilder::history
 //! [`PublishError::Backend`]: crate::PublishError::Backend
+//! [`PublishError::Unknown`]: crate::PublishError::Unknown
 //! [`SubscribeError::Backend`]: crate::SubscribeError::Backend
 
 use std::{
@@ -70,15 +111,21 @@ use std::{
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, Client, Script, Value};
-use tokio::sync::{mpsc, oneshot};
+use redis::{aio::ConnectionManager, Client, RedisError, Script, Value};
+use tokio::{
+    sync::{
+        mpsc::{self, error::TrySendError},
+        oneshot,
+    },
+    time::timeout,
+};
 
 use self::{
-    subscriber::{Control, Subscriber},
-    wire::{channel_key, history_key, parse_message, seq_key},
+    subscriber::{Ensure, Registry, Subscriber},
+    wire::{channel_key, clock_key, history_key, ids_key, parse_message, repeat_key, seq_key},
 };
 use crate::{
-    backend::{Backend, BoxFuture, Replay},
+    backend::{Backend, BoxFuture, OutcomeUnknown, Replay},
     error::{BoxError, ConnectError},
     event::Event,
 };
@@ -102,6 +149,24 @@ pub fn url_from_env() -> Option<String> {
 /// How long one Redis command may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a publish, an ensure or a replay may take in all, reconnecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many ensure requests may wait for the subscription task.
+const QUEUE: usize = 1024;
+
+/// How long a channel's history is kept after its last publish.
+const HISTORY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a publish with an id is remembered, so a repeat of it is not published.
+const REPEAT_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// How often the clock samples the counter, at most.
+const CLOCK_STEP: Duration = Duration::from_secs(60);
+
+/// How many bytes of events one resume replays at most.
+const REPLAY_BYTES: usize = 4 << 20;
+
 /// Connects to Redis at `url`; the returned task must be spawned with the broker's
 /// [`Inbound`](crate::backend::Inbound) handle. `history` is how many events each channel's
 /// stream keeps.
@@ -119,23 +184,27 @@ pub(crate) async fn connect(
         .get_connection_manager_with_config(manager)
         .await
         .map_err(failed)?;
-    let (control, requests) = mpsc::unbounded_channel();
+    let (control, requests) = mpsc::channel(QUEUE);
+    let registry = Arc::new(Registry::default());
     let seen = Arc::new(AtomicU64::new(0));
     let backend = RedisBackend {
         conn: conn.clone(),
         control,
+        registry: registry.clone(),
         history,
         seen: seen.clone(),
         publish: Script::new(include_str!("publish.lua")),
         replay: Script::new(include_str!("replay.lua")),
     };
-    Ok((backend, Subscriber::new(client, conn, requests, seen)))
+    let task = Subscriber::new(client, conn, requests, registry, seen);
+    Ok((backend, task))
 }
 
 /// The broker's side of the backend: publish, ensure subscriptions, replay.
 pub(crate) struct RedisBackend {
     conn: ConnectionManager,
-    control: mpsc::UnboundedSender<Control>,
+    control: mpsc::Sender<Ensure>,
+    registry: Arc<Registry>,
     history: usize,
     /// The highest sequence number this instance has seen, shared with its [`Subscriber`].
     seen: Arc<AtomicU64>,
@@ -151,6 +220,21 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
+/// A failed publish: [`OutcomeUnknown`] when the command may have reached Redis (no answer
+/// in time, or the connection lost on the way), the plain error when Redis surely did not
+/// run it (connection refused, an error reply).
+fn publish_error(err: RedisError) -> BoxError {
+    if err.is_timeout() || err.is_connection_dropped() {
+        Box::new(OutcomeUnknown(err.into()))
+    } else {
+        err.into()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl RedisBackend {
     async fn publish(&self, channel: &str, event: &Event) -> Result<String, BoxError> {
         let head = event.encode_head(0);
@@ -159,31 +243,54 @@ impl RedisBackend {
             None => ("a", ""),
         };
         let mut conn = self.conn.clone();
-        let (id, seq): (String, u64) = self
-            .publish
-            .key(seq_key())
+        let mut invocation = self.publish.key(seq_key());
+        invocation
             .key(history_key(channel))
             .key(channel_key(channel))
+            .key(ids_key(channel))
+            .key(repeat_key(channel, id))
+            .key(clock_key())
             .arg(&head[..])
             .arg(id)
             .arg(flag)
             .arg(self.history)
             .arg(self.seen.load(Ordering::Relaxed))
-            .invoke_async(&mut conn)
-            .await
+            .arg(millis(HISTORY_TTL))
+            .arg(millis(REPEAT_WINDOW))
+            .arg(millis(CLOCK_STEP));
+        let published = match timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(err)) => Err(publish_error(err)),
+            Err(_) => Err(Box::new(OutcomeUnknown(
+                format!("no answer from Redis within {REQUEST_TIMEOUT:?}").into(),
+            )) as BoxError),
+        };
+        let (id, seq, repeat): (String, u64, u8) = published
             .inspect_err(|err| tracing::warn!(%err, channel, "publish to Redis failed"))?;
+        if repeat == 1 {
+            tracing::debug!(channel, id, "a repeat, not published again");
+        }
         self.seen.fetch_max(seq, Ordering::Relaxed);
         Ok(id)
     }
 
     async fn ensure(&self, channels: &[Arc<str>]) -> Result<(), BoxError> {
+        if self.registry.all_subscribed(channels) {
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
-        self.control
-            .send(Control::Ensure(channels.to_vec(), reply))
-            .map_err(|_| "Redis subscriber stopped")?;
-        match answer.await {
-            Ok(result) => result.map_err(Into::into),
-            Err(_) => Err("Redis subscriber stopped".into()),
+        let request = Ensure {
+            names: channels.to_vec(),
+            reply,
+        };
+        self.control.try_send(request).map_err(|err| match err {
+            TrySendError::Full(_) => "too many Redis subscriptions under way",
+            TrySendError::Closed(_) => "Redis subscriber stopped",
+        })?;
+        match timeout(REQUEST_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result.map_err(Into::into),
+            Ok(Err(_)) => Err("Redis subscriber stopped".into()),
+            Err(_) => Err(format!("no answer from Redis within {REQUEST_TIMEOUT:?}").into()),
         }
     }
 
@@ -194,14 +301,20 @@ impl RedisBackend {
         seq: Option<u64>,
     ) -> Result<Replay, BoxError> {
         let mut invocation = self.replay.key(seq_key());
+        invocation.key(clock_key());
         for name in channels {
-            invocation.key(history_key(name));
+            invocation.key(history_key(name)).key(ids_key(name));
         }
         invocation
             .arg(last_event_id)
-            .arg(if seq.is_some() { "1" } else { "0" });
+            .arg(if seq.is_some() { "1" } else { "0" })
+            .arg(self.history)
+            .arg(REPLAY_BYTES)
+            .arg(millis(HISTORY_TTL));
         let mut conn = self.conn.clone();
-        let reply: Vec<Value> = invocation.invoke_async(&mut conn).await?;
+        let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| format!("no answer from Redis within {REQUEST_TIMEOUT:?}"))??;
         let int = |v: Option<&Value>| match v {
             Some(Value::Int(n)) => Some(*n),
             _ => None,
@@ -224,11 +337,9 @@ impl RedisBackend {
             })
             .collect();
         messages.sort_by_key(|m| m.seq);
-        // Without history nothing was kept: complete only if nothing was published since.
-        let complete = complete == 1 && (self.history > 0 || after >= snapshot);
         Ok(Replay {
             after: Some(after),
-            complete,
+            complete: complete == 1,
             snapshot,
             events: messages.into_iter().map(|m| m.bytes).collect(),
         })
@@ -249,8 +360,11 @@ impl Backend for RedisBackend {
     }
 
     fn release(&self, channel: Arc<str>) {
-        // The subscriber task is gone only when the broker is.
-        let _ = self.control.send(Control::Release(channel));
+        self.registry.release(channel);
+    }
+
+    fn reachable(&self) -> bool {
+        self.registry.reachable()
     }
 
     fn replay<'a>(
@@ -260,5 +374,29 @@ impl Backend for RedisBackend {
         seq: Option<u64>,
     ) -> BoxFuture<'a, Result<Replay, BoxError>> {
         Box::pin(RedisBackend::replay(self, channels, last_event_id, seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_publish_sent_without_an_answer_has_an_unknown_outcome() {
+        let io = |kind: ErrorKind| RedisError::from(Error::from(kind));
+        for kind in [
+            ErrorKind::TimedOut,
+            ErrorKind::BrokenPipe,
+            ErrorKind::ConnectionReset,
+            ErrorKind::UnexpectedEof,
+        ] {
+            assert!(publish_error(io(kind)).is::<OutcomeUnknown>(), "{kind:?}");
+        }
+        let refused = publish_error(io(ErrorKind::ConnectionRefused));
+        assert!(!refused.is::<OutcomeUnknown>());
+        let reply = RedisError::from((redis::ErrorKind::ResponseError, "ERR", "bad".to_owned()));
+        assert!(!publish_error(reply).is::<OutcomeUnknown>());
     }
 }

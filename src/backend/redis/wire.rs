@@ -1,8 +1,17 @@
 //! What the Redis backend stores and sends: key names and the message format.
 //!
-//! With the default prefix `tower-sse`: `tower-sse:seq` (the id counter), `tower-sse:epoch`
-//! (a random token, lost with the data), `tower-sse:history:{channel}` (streams, entry id =
-//! sequence number) and the pub/sub channels `tower-sse:channel:{channel}`.
+//! With the default prefix `tower-sse`:
+//!
+//! - `tower-sse:seq`, the id counter, and `tower-sse:epoch`, a random token lost with the data;
+//! - `tower-sse:history:{channel}`: the channel's history, a stream whose entry ids are the
+//!   sequence numbers; `tower-sse:ids:{channel}`: a hash from the publisher's ids of those
+//!   events to their sequence numbers, trimmed with the stream;
+//! - `tower-sse:clock`: a stream of samples of the counter, one a minute at most, for the
+//!   expiry (what a channel without history may have lost);
+//! - `tower-sse:pubid:{channel} {id}`: the sequence number and a digest of the last event
+//!   published with that id on that channel, for a short window, so a retry is not published
+//!   twice (channel names hold no space, so the key is unambiguous);
+//! - the pub/sub channels `tower-sse:channel:{channel}`.
 //!
 //! A message is `{seq}\n{g|a}{id}\n{head}`: the sequence number, `g` and the publisher's id or
 //! `a` and the assigned one, then the encoded event without its `id:` line, which
@@ -24,6 +33,18 @@ pub(super) fn epoch_key() -> String {
 
 pub(super) fn history_key(channel: &str) -> String {
     format!("{PREFIX}:history:{channel}")
+}
+
+pub(super) fn ids_key(channel: &str) -> String {
+    format!("{PREFIX}:ids:{channel}")
+}
+
+pub(super) fn clock_key() -> String {
+    format!("{PREFIX}:clock")
+}
+
+pub(super) fn repeat_key(channel: &str, id: &str) -> String {
+    format!("{PREFIX}:pubid:{channel} {id}")
 }
 
 pub(super) fn channel_key(channel: &str) -> String {
@@ -94,5 +115,14 @@ mod tests {
     fn channel_names() {
         assert_eq!(channel_name(&channel_key("a:b")), Some("a:b"));
         assert_eq!(channel_name("other:channel:a"), None);
+    }
+
+    #[test]
+    fn repeat_keys_are_unambiguous() {
+        // A channel name holds no space, an id may: the first space ends the name.
+        let key = repeat_key("a:b", "c d");
+        assert_eq!(key, "tower-sse:pubid:a:b c d");
+        let rest = key.strip_prefix("tower-sse:pubid:").unwrap();
+        assert_eq!(rest.split_once(' '), Some(("a:b", "c d")));
     }
 }
