@@ -3,6 +3,9 @@
 //!
 //! (The hub is measured as built: build it first, with the same profile.)
 //!
+//! With `--http2` (and `--quick`), another run: the hub alone over HTTP/1.1 and over HTTP/2,
+//! RSS per idle stream and fan-out deliveries/s ([`http2`]).
+//!
 //! A side-by-side load run of the tower-sse hub as shipped (the `tower-sse-hub` binary with its
 //! default flags: history 1,000, keep-alive 15 s, metrics and request logs on) against an
 //! idiomatic axum baseline (`DashMap` of `tokio::sync::broadcast` senders, axum `Sse` with the
@@ -45,6 +48,7 @@ mod proc;
 
 mod baseline;
 mod histogram;
+mod http2;
 mod phases;
 mod publisher;
 mod subscribers;
@@ -69,6 +73,9 @@ struct Args {
     /// Small counts, under 30 s: a smoke check whose figures mean little.
     #[arg(long)]
     quick: bool,
+    /// The hub over HTTP/1.1 and HTTP/2 instead: RSS per idle stream, fan-out deliveries/s.
+    #[arg(long)]
+    http2: bool,
     /// Runs per server; the table shows medians (default 3, or 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
     runs: Option<u32>,
@@ -101,6 +108,17 @@ async fn start() -> Result<[ChildServer; 2], BoxError> {
 }
 
 async fn run(args: Args) -> Result<(), BoxError> {
+    if args.http2 {
+        let plan = if args.quick {
+            http2::Plan::QUICK
+        } else {
+            http2::Plan::FULL
+        };
+        // Every stream of the run at once, some slack; the hub child inherits the limit.
+        proc::raise_open_files(5_000 + 2_100 + 100)?;
+        eprintln!("hub: {}", child::hub_binary()?.display());
+        return http2::run(plan).await;
+    }
     let plan = if args.quick { Plan::QUICK } else { Plan::FULL };
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }) as usize;
     // The children inherit the limit.

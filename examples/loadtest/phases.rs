@@ -58,7 +58,7 @@ impl Plan {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Pace {
+pub enum Pace {
     /// Events per second.
     Rate(u32),
     /// As fast as the slowest subscriber takes them, [`WINDOW`] in flight.
@@ -157,7 +157,7 @@ pub async fn measure(server: &mut ChildServer, plan: Plan) -> Result<Figures, Bo
 
 /// Publishes events `seqs` at `pace` and waits until every live subscriber has them (or
 /// [`STALL`] passes without one).
-async fn phase(
+pub async fn phase(
     server: &mut ChildServer,
     subs: &Subscribers,
     publisher: &Publisher,

@@ -51,7 +51,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn new(subscribers: usize, events: u64) -> Tally {
+    pub fn new(subscribers: usize, events: u64) -> Tally {
         Tally {
             subscribers,
             counts: (0..events).map(|_| AtomicU32::new(0)).collect(),
@@ -87,7 +87,7 @@ impl Tally {
 
     /// Scans complete lines; returns the bytes consumed. Chunk-size lines of the chunked
     /// encoding never start with `data: `, and a chunk always holds whole events.
-    fn scan(&self, bytes: &[u8], seen: &mut [u64], now: u64) -> usize {
+    pub fn scan(&self, bytes: &[u8], seen: &mut [u64], now: u64) -> usize {
         let mut start = 0;
         let mut events = 0;
         for end in memchr::memchr_iter(b'\n', bytes) {
@@ -174,6 +174,14 @@ impl Subscribers {
             }
         }
         Ok(set)
+    }
+}
+
+impl Subscribers {
+    /// Subscribers of another kind (`http2.rs`): their tally, and their tasks, aborted when
+    /// dropped.
+    pub fn from_parts(tally: Arc<Tally>, tasks: Vec<JoinHandle<()>>) -> Subscribers {
+        Subscribers { tally, tasks }
     }
 }
 

@@ -72,7 +72,19 @@ impl ChildServer {
     ///
     /// No hub binary, or the hub exited or did not answer within 20 s.
     pub async fn hub() -> Result<ChildServer, BoxError> {
+        ChildServer::hub_with(&[]).await
+    }
+
+    /// The hub with `args` added; ready once `GET /healthz` answers `200`, or, when `args`
+    /// include `--tls-cert` (HTTPS, which this check doesn't speak), once it accepts a
+    /// connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`hub`](ChildServer::hub).
+    pub async fn hub_with(args: &[&str]) -> Result<ChildServer, BoxError> {
         let binary = hub_binary()?;
+        let https = args.contains(&"--tls-cert");
         // The port is free when we look; if another process takes it first, the hub exits
         // ("address in use") and we try another.
         let mut tries = 3;
@@ -84,10 +96,11 @@ impl ChildServer {
             command
                 .arg("--bind")
                 .arg(addr.to_string())
+                .args(args)
                 .env_remove("RUST_LOG");
             command.stdout(Stdio::null());
             let mut server = ChildServer::spawn("hub", command, addr)?;
-            match server.until_healthy().await {
+            match server.until_healthy(https).await {
                 Ok(()) => return Ok(server),
                 Err(err) if tries == 1 => return Err(err),
                 Err(_) => tries -= 1,
@@ -146,8 +159,9 @@ impl ChildServer {
         })
     }
 
-    /// Asks `GET /healthz` until it answers `200`, for at most 20 s.
-    async fn until_healthy(&mut self) -> Result<(), BoxError> {
+    /// Asks `GET /healthz` until it answers `200` (or, `https`, until it accepts a
+    /// connection), for at most 20 s.
+    async fn until_healthy(&mut self, https: bool) -> Result<(), BoxError> {
         let deadline = Instant::now() + START;
         let request = format!(
             "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -156,6 +170,9 @@ impl ChildServer {
         loop {
             self.check()?;
             if let Ok(mut stream) = TcpStream::connect(self.addr).await {
+                if https {
+                    return Ok(());
+                }
                 let mut answer = Vec::new();
                 stream.write_all(request.as_bytes()).await?;
                 timeout(START, stream.read_to_end(&mut answer)).await??;

@@ -63,6 +63,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
 }
 
 /// One event as a backend carries it.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Message {
     /// The backend's sequence number; the id when the publisher gave none.
@@ -107,10 +108,12 @@ impl std::error::Error for OutcomeUnknown {
 }
 
 /// The broker was dropped: the backend's task can stop.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gone;
 
 /// The broker as a backend sees it: where remote events come back in.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
 pub(crate) trait Inbound: Send + Sync + 'static {
     /// Delivers `message` to the local subscribers of `channel`.
     fn deliver(&self, channel: &str, message: Message) -> Result<(), Gone>;

@@ -1,6 +1,6 @@
 //! The command line, and the broker it asks for.
 
-use std::error::Error;
+use std::{error::Error, path::PathBuf};
 
 use clap::{builder::NonEmptyStringValueParser, Parser};
 use http::HeaderValue;
@@ -115,6 +115,35 @@ pub struct Args {
     /// Serve GET /metrics on this address of its own instead of on --bind.
     #[arg(long, env = "SSE_HUB_METRICS_BIND", value_name = "ADDR")]
     pub metrics_bind: Option<String>,
+
+    // HTTPS and HTTP/2 (src/hub/tls.rs, src/hub/connections.rs).
+    /// PEM certificate chain: serve HTTPS, HTTP/2 or HTTP/1.1 as ALPN selects (with
+    /// --tls-key). Without it: plain HTTP/1.1, and HTTP/2 by prior knowledge (h2c).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "SSE_HUB_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS #8, PKCS #1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "SSE_HUB_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Streams one HTTP/2 connection may have open at once (a browser tab's EventSources
+    /// share one connection); a client wanting more waits or opens another connection.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SSE_HUB_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = super::MAX_STREAMS_PER_CONNECTION,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_streams_per_connection: u32,
 }
 
 /// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and

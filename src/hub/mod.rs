@@ -33,20 +33,27 @@
 //!
 //! Logs: `RUST_LOG` (default `info`; `debug` shows subscribe and unsubscribe).
 //!
+//! With `--tls-cert` and `--tls-key`, HTTPS, and HTTP/2 when ALPN selects it, so that a page's
+//! `EventSource`s share one connection instead of 6 per origin; without, HTTP/1.1 and h2c. See
+//! [`Server`].
+//!
 //! The parts are public, to build a hub of your own: [`app`] is the router (add routes or
-//! layers to it), [`listen`] the listener, [`shutdown`] and [`shutdown_signal`] the stop.
+//! layers to it), [`listen`] the listener, [`Server`] and [`tls_config`] the serving,
+//! [`shutdown`] and [`shutdown_signal`] the stop.
 //!
 //! [RFC 6750 §2.3]: https://www.rfc-editor.org/rfc/rfc6750#section-2.3
 
 mod app;
 mod args;
 mod auth;
+mod connections;
 mod cors;
 mod health;
 mod prometheus;
 mod protect;
 mod publish;
 mod serve;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -60,6 +67,10 @@ pub use self::{
     prometheus::metrics,
     publish::MAX_BODY,
     serve::{listen, run, shutdown, shutdown_signal, BACKLOG, EXIT_GRACE},
+};
+pub use self::{
+    connections::{Server, MAX_STREAMS_PER_CONNECTION},
+    tls::{tls_config, TlsError, ALPN},
 };
 
 /// The `tower-sse-hub` binary: parses the flags (see [`Args`]), logs to stdout through

@@ -16,7 +16,7 @@ use tokio::{
 use super::{
     app::{metrics_routes, routes, traced, Hub},
     args::redis_url,
-    broker, cors, metrics, protect, Args,
+    broker, cors, metrics, protect, tls_config, Args, Server,
 };
 use crate::Broker;
 
@@ -127,12 +127,14 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`](super::app) on
 /// `--bind` (with [`cors`] for `--cors-origin`, and `/metrics` on `--metrics-bind` instead
-/// if given), until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
+/// if given), served by a [`Server`] (HTTPS with `--tls-cert` and `--tls-key`, else HTTP/1.1
+/// and h2c), until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
 ///
 /// # Errors
 ///
 /// `--bind` is beyond loopback with neither `--token` nor `--allow-anonymous-publish`, the
-/// broker can't be built (see [`broker`]), an address can't be bound, or serving fails.
+/// certificate or key can't be loaded (see [`tls_config`]), the broker can't be built (see
+/// [`broker`]), an address can't be bound, or serving fails.
 ///
 /// ```no_run
 /// use clap::Parser;
@@ -158,6 +160,10 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     );
     args.redis_url = redis_url(args.redis_url, env.0, env.1);
     metrics();
+    let mut server = Server::new().max_streams_per_connection(args.max_streams_per_connection);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        server = server.tls(tls_config(cert, key)?);
+    }
     let broker = broker(&args).await?;
     let listener = listen(&args.bind).await?;
     let metrics_listener = match &args.metrics_bind {
@@ -174,6 +180,7 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
         redis = args.redis_url.is_some(),
         token = args.token.is_some(),
         cors_origins = args.cors_origin.len(),
+        tls = args.tls_cert.is_some(),
         "hub listening"
     );
     let keep_alive = (args.keep_alive > 0).then(|| Duration::from_secs(args.keep_alive));
@@ -208,11 +215,13 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
             .with_graceful_shutdown(stopping(stopped.clone()))
             .into_future()
     });
-    // `into_make_service` once, rather than `axum::serve(listener, app)`, which rebuilds the
-    // router for every connection: about 500 bytes per route held by each open stream.
-    let main_server = axum::serve(listener, traced(main).into_make_service())
-        .with_graceful_shutdown(stopping(stopped))
-        .into_future();
+    // Not `axum::serve`, which has no TLS; the router is cloned per connection, not rebuilt.
+    let main_server = async move {
+        server
+            .serve(listener, traced(main), stopping(stopped))
+            .await;
+        Ok(())
+    };
     let servers = async move {
         match metrics_server {
             Some(metrics_server) => {

@@ -1,5 +1,5 @@
 //! Headless Chromium over WebDriver, for the tests that need a real browser
-//! (`tests/browser.rs`, `tests/cors.rs`, through `#[path]`).
+//! (`tests/browser.rs`, `tests/cors.rs`, `tests/browser_tls.rs`, through `#[path]`).
 //!
 //! Needs `/usr/bin/chromium` and `chromedriver` (Debian: `apt-get install chromium
 //! chromium-driver`). Without them a test says so on stderr and passes, unless
@@ -39,10 +39,12 @@ pub fn browser_tools(test: &str) -> Option<PathBuf> {
 }
 
 /// A chromedriver we started, in a process group of its own so that the Chromium it starts
-/// goes with it: killed by that group id on drop, also when the test panics.
+/// goes with it: killed by that group id on drop, also when the test panics. The profile
+/// folder of [`open_browser_trusting_any_certificate`] goes too.
 pub struct Chromedriver {
     child: Child,
     url: String,
+    profile: PathBuf,
 }
 
 impl Chromedriver {
@@ -55,9 +57,11 @@ impl Chromedriver {
             .process_group(0)
             .spawn()
             .expect("start chromedriver");
+        let profile = std::env::temp_dir().join(format!("tower-sse-chromium-{}", child.id()));
         let mut driver = Chromedriver {
             child,
             url: String::new(),
+            profile,
         };
         // With --port=0 it picks a free port and prints it: that line is the ready signal. Keep
         // reading until it exits, so a full pipe never blocks it.
@@ -94,6 +98,7 @@ impl Drop for Chromedriver {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -112,6 +117,37 @@ pub async fn open_browser(driver: &Chromedriver) -> Browser {
     });
     let mut capabilities = serde_json::Map::new();
     capabilities.insert("goog:chromeOptions".into(), options);
+    let mut builder = ClientBuilder::new(HttpConnector::new());
+    builder.capabilities(capabilities);
+    guard("webdriver session", builder.connect(&driver.url))
+        .await
+        .expect("webdriver session")
+}
+
+/// Headless Chromium through `driver`, with a fresh profile, trusting any certificate (the
+/// tests make self-signed ones), and HTTP/2 over TCP rather than HTTP/3 over QUIC.
+pub async fn open_browser_trusting_any_certificate(driver: &Chromedriver) -> Browser {
+    let profile = format!("--user-data-dir={}", driver.profile.display());
+    let options = serde_json::json!({
+        "binary": CHROMIUM,
+        "args": [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--no-proxy-server",
+            "--ignore-certificate-errors",
+            profile,
+        ],
+    });
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".into(), options);
+    capabilities.insert("acceptInsecureCerts".into(), true.into());
     let mut builder = ClientBuilder::new(HttpConnector::new());
     builder.capabilities(capabilities);
     guard("webdriver session", builder.connect(&driver.url))
