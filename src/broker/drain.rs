@@ -18,7 +18,14 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
-use super::DRAIN_GRACE;
+/// How long after its window a [`Broker::drain`](crate::Broker::drain) waits at most for the
+/// last streams to end before it closes the broker: 1 s.
+///
+/// ```
+/// # use std::time::Duration;
+/// assert_eq!(tower_sse::broker::DRAIN_GRACE, Duration::from_secs(1));
+/// ```
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// A broker's drain, set once by the first [`Broker::drain`](crate::Broker::drain).
 #[derive(Debug)]

@@ -89,6 +89,7 @@
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 pub(crate) use self::drain::between;
+pub use self::drain::DRAIN_GRACE;
 pub(crate) use self::subscription::Delivery;
 pub use self::{
     builder::{BrokerBuilder, LagPolicy},
@@ -120,15 +121,6 @@ mod shared;
 mod subscription;
 #[cfg(all(test, not(tower_sse_loom)))]
 mod tests;
-
-/// How long after its window a [`Broker::drain`] waits at most for the last streams to end
-/// before it closes the broker: 1 s.
-///
-/// ```
-/// # use std::time::Duration;
-/// assert_eq!(tower_sse::broker::DRAIN_GRACE, Duration::from_secs(1));
-/// ```
-pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// The channel registry: publish events to channels, subscribe streams to them.
 ///

@@ -63,7 +63,7 @@
 //!
 //! A resume replays, on each channel, at most [`BrokerBuilder::history`] events (of this
 //! instance's setting, whatever another instance keeps), and in all at most 4 MiB: the newest
-//! events first, as far as both allow, and [`Resume::Gap`](crate::broker::Resume::Gap) when
+//! events first, as far as both allow, and [`Resume::Gap`](crate::Resume::Gap) when
 //! any event after the id is left out. With history 0 nothing is replayed. So a resume holds
 //! at most 4 MiB until its client has read the replay, plus what Redis sends for it meanwhile
 //! (the same bound). A publisher's id is found through each channel's index, never by reading
