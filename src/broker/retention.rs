@@ -45,6 +45,8 @@ pub(super) struct Retention {
     idle: VecDeque<Weak<Ring>>,
     /// The most idle channels with history.
     max_idle: usize,
+    /// Channels removed so far, so that callers recount the channels only when it moved.
+    removed: u64,
 }
 
 /// The channel map and the idle count, which eviction updates.
@@ -63,7 +65,13 @@ impl Retention {
             live: 0,
             idle: VecDeque::new(),
             max_idle,
+            removed: 0,
         }
+    }
+
+    /// How many channels eviction has removed so far.
+    pub(super) fn removed(&self) -> u64 {
+        self.removed
     }
 
     /// The encoded bytes retained now.
@@ -150,6 +158,7 @@ impl Retention {
             })
             .is_some();
         if removed {
+            self.removed += 1;
             let (bytes, entries) = ring.clear();
             self.bytes -= bytes;
             self.live -= entries;

@@ -180,22 +180,26 @@ impl Shared {
 
     /// The last subscriber of `ring` left: remove it, or count it idle if it keeps history.
     pub(super) fn channel_left(&self, ring: &Arc<Ring>) {
-        let removed = {
+        let (removed, changed) = {
             let mut sequencer = lock(&self.sequencer);
             let retention = &mut sequencer.retention;
-            if self.keeps_idle_channels() {
+            let before = retention.removed();
+            let removed = if self.keeps_idle_channels() {
                 retention.idle(&self.map(), ring);
                 false
             } else {
                 retention.remove(&self.map(), ring)
-            }
+            };
+            (removed, retention.removed() != before)
         };
         if removed {
             if let Some(backend) = &self.backend {
                 backend.release(ring.name().clone());
             }
         }
-        self.count_channels();
+        if changed {
+            self.count_channels();
+        }
     }
 
     /// Puts `entry` in channel `name`'s ring and advances the watermark, under the sequencer
@@ -232,10 +236,13 @@ impl Shared {
         };
         let (wakers, dropped) = ring.push(entry, &self.watermark);
         let map = self.map();
+        let before = sequencer.retention.removed();
         sequencer.retention.pushed(&map, &ring, seq, len, dropped);
         if created {
             // Born without subscribers: idle from the start.
             sequencer.retention.idle(&map, &ring);
+        }
+        if created || sequencer.retention.removed() != before {
             self.count_channels();
         }
         self.metrics
