@@ -104,50 +104,41 @@ impl Drop for Chromedriver {
 
 /// Headless Chromium through `driver`.
 pub async fn open_browser(driver: &Chromedriver) -> Browser {
-    let options = serde_json::json!({
-        "binary": CHROMIUM,
-        "args": [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--no-proxy-server",
-        ],
-    });
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("goog:chromeOptions".into(), options);
-    let mut builder = ClientBuilder::new(HttpConnector::new());
-    builder.capabilities(capabilities);
-    guard("webdriver session", builder.connect(&driver.url))
-        .await
-        .expect("webdriver session")
+    session(driver, &[], false).await
 }
 
 /// Headless Chromium through `driver`, with a fresh profile, trusting any certificate (the
 /// tests make self-signed ones), and HTTP/2 over TCP rather than HTTP/3 over QUIC.
 pub async fn open_browser_trusting_any_certificate(driver: &Chromedriver) -> Browser {
     let profile = format!("--user-data-dir={}", driver.profile.display());
-    let options = serde_json::json!({
-        "binary": CHROMIUM,
-        "args": [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--no-proxy-server",
-            "--ignore-certificate-errors",
-            profile,
-        ],
-    });
+    let extra = [
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--ignore-certificate-errors",
+        &profile,
+    ];
+    session(driver, &extra, true).await
+}
+
+/// A WebDriver session of headless Chromium with the flags this machine needs, and `extra`.
+async fn session(driver: &Chromedriver, extra: &[&str], insecure_certs: bool) -> Browser {
+    let mut args = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-proxy-server",
+    ];
+    args.extend_from_slice(extra);
+    let options = serde_json::json!({ "binary": CHROMIUM, "args": args });
     let mut capabilities = serde_json::Map::new();
     capabilities.insert("goog:chromeOptions".into(), options);
-    capabilities.insert("acceptInsecureCerts".into(), true.into());
+    if insecure_certs {
+        capabilities.insert("acceptInsecureCerts".into(), true.into());
+    }
     let mut builder = ClientBuilder::new(HttpConnector::new());
     builder.capabilities(capabilities);
     guard("webdriver session", builder.connect(&driver.url))
