@@ -50,7 +50,7 @@ pub(super) struct Retention {
 }
 
 /// The channel map and the idle count, which eviction updates.
-pub(super) struct Channels<'a> {
+pub(super) struct ChannelMap<'a> {
     pub(super) map: &'a DashMap<Arc<str>, Arc<Ring>>,
     /// Rings marked idle; a subscriber joining one takes it off without the sequencer.
     pub(super) idle: &'a AtomicUsize,
@@ -84,7 +84,7 @@ impl Retention {
     /// just pushed).
     pub(super) fn pushed(
         &mut self,
-        channels: &Channels<'_>,
+        channels: &ChannelMap<'_>,
         ring: &Arc<Ring>,
         seq: u64,
         len: usize,
@@ -126,7 +126,7 @@ impl Retention {
 
     /// `ring` has no subscriber and its channel keeps history: counts it idle, or removes it
     /// at once if it retains nothing; then evicts the channels idle longest past the bound.
-    pub(super) fn idle(&mut self, channels: &Channels<'_>, ring: &Arc<Ring>) {
+    pub(super) fn idle(&mut self, channels: &ChannelMap<'_>, ring: &Arc<Ring>) {
         if ring.mark_idle() {
             channels.idle.fetch_add(1, Ordering::AcqRel);
             self.idle.push_back(Arc::downgrade(ring));
@@ -150,7 +150,7 @@ impl Retention {
 
     /// Removes `ring` from the map if it is still its channel's and has no subscriber; gives
     /// back what it held.
-    pub(super) fn remove(&mut self, channels: &Channels<'_>, ring: &Arc<Ring>) -> bool {
+    pub(super) fn remove(&mut self, channels: &ChannelMap<'_>, ring: &Arc<Ring>) -> bool {
         let removed = channels
             .map
             .remove_if(ring.name(), |_, current| {
@@ -170,7 +170,7 @@ impl Retention {
     }
 
     /// Removes `ring` if it holds nothing and has no subscriber.
-    fn remove_empty(&mut self, channels: &Channels<'_>, ring: &Arc<Ring>) {
+    fn remove_empty(&mut self, channels: &ChannelMap<'_>, ring: &Arc<Ring>) {
         if ring.is_empty() {
             self.remove(channels, ring);
         }

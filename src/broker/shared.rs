@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use super::{
     builder::BrokerBuilder,
     drain::Plan,
-    retention::{Channels, Retention},
+    retention::{ChannelMap, Retention},
     ring::{wake_all, Entry, Ring},
 };
 use crate::{
@@ -165,8 +165,8 @@ impl Shared {
         self.metrics.channels.set(self.channels.len() as f64);
     }
 
-    fn map(&self) -> Channels<'_> {
-        Channels {
+    fn map(&self) -> ChannelMap<'_> {
+        ChannelMap {
             map: &self.channels,
             idle: &self.idle,
         }
