@@ -4,7 +4,7 @@
 
 use std::{hint::black_box, pin::Pin, task::Context, time::Duration};
 
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::task::noop_waker_ref;
 use http_body::Body;
 use tower::ServiceExt;

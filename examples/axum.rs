@@ -18,14 +18,14 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::State,
-    http::{header, request::Parts, HeaderMap, StatusCode},
-    routing::{get, post},
     Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header, request::Parts},
+    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
-use tower_sse::{access::Denied, AccessLayer, Broker, Event, SseService};
+use tower_sse::{AccessLayer, Broker, Event, SseService, access::Denied};
 
 /// The body of `POST /messages`, which is also the data of the event it publishes.
 #[derive(Debug, Deserialize, Serialize)]

@@ -11,14 +11,14 @@
 
 use std::{convert::Infallible, future::Future, time::Duration};
 
-use hyper::{body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper::{Request, Response, StatusCode};
+use hyper::{body::Incoming, header, server::conn::http1, service::service_fn};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower_sse::{
-    channel::{form_decode, query_pairs},
     Broker, Event, SseBody, SseService,
+    channel::{form_decode, query_pairs},
 };
 
 /// Routes one request: `/stream`, `/publish?msg=...` (to the default channel `sse`), else 404.

@@ -14,11 +14,11 @@
 
 use std::future::Future;
 
-use axum::{extract::State, http::StatusCode, routing::post, Router};
+use axum::{Router, extract::State, http::StatusCode, routing::post};
 use tokio::net::TcpListener;
 use tonic::{
     service::Routes,
-    transport::{server::TcpIncoming, Server},
+    transport::{Server, server::TcpIncoming},
 };
 use tonic_web::GrpcWebLayer;
 use tower::Layer;

@@ -23,11 +23,11 @@
 use std::time::Duration;
 
 use axum::{
+    Router,
     extract::{Query, State},
-    http::{header, HeaderValue, Method, StatusCode},
+    http::{HeaderValue, Method, StatusCode, header},
     response::Html,
     routing::{get, post},
-    Router,
 };
 use tower::ServiceBuilder;
 use tower_http::{

@@ -30,7 +30,8 @@
 //! - [`access`]: before-request authorization per channel.
 //! - [`error`]: one error per operation, each with the HTTP status a service answers it with.
 //! - backends: in-process by default; `redis` (feature) so several instances share channels.
-//! - `hub` (feature): the standalone hub, its parts public to build one of your own.
+//! - The standalone hub is a crate of its own, [`tower-sse-hub`](https://docs.rs/tower-sse-hub),
+//!   built on this crate's public API.
 //! - [`metrics`]: counters and gauges through the `metrics` facade; `tracing` spans and events
 //!   for subscribe, unsubscribe, lag and refusals.
 //!
@@ -80,7 +81,6 @@
 //! |---------|---------|--------------|
 //! | `json`  | yes     | [`Event::json_data`], with serde_json |
 //! | `redis` | no      | the Redis backend, so several instances share channels |
-//! | `hub`   | no      | `tower_sse::hub`: the standalone hub, and the `tower-sse-hub` binary (`cargo install --path . --features hub`) |
 //!
 //! [WHATWG]: https://html.spec.whatwg.org/multipage/server-sent-events.html
 #![forbid(unsafe_code)]
@@ -95,9 +95,6 @@ pub mod broker;
 pub mod channel;
 pub mod error;
 pub mod event;
-#[cfg(feature = "hub")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hub")))]
-pub mod hub;
 pub mod metrics;
 pub mod service;
 mod sync;

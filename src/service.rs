@@ -31,22 +31,22 @@
 use std::{
     convert::Infallible,
     fmt,
-    future::{ready, Future},
+    future::{Future, ready},
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
         OnceLock,
+        atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::{
     body::SseBody,
-    broker::{between, Broker, Resume},
-    channel::{form_decode, query_pairs, ChannelRules, Channels},
+    broker::{Broker, Resume, between},
+    channel::{ChannelRules, Channels, form_decode, query_pairs},
     error::SubscribeError,
     event::Event,
 };

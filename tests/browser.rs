@@ -5,17 +5,15 @@
 //!
 //! Needs `/usr/bin/chromium` and `chromedriver` (see `tests/support/chromium.rs`).
 
-#[path = "support/chromium.rs"]
-mod chromium;
-#[path = "../examples/quickstart.rs"]
+use tower_sse_test_support::chromium;
+#[path = "../examples/quickstart/src/main.rs"]
 #[allow(dead_code)]
 mod quickstart;
-#[path = "support/stream_server.rs"]
-mod stream_server;
+use tower_sse_test_support::stream_server;
 
-mod support;
+use tower_sse_test_support as support;
 
-use chromium::{browser_tools, open_browser, Chromedriver};
+use chromium::{Chromedriver, browser_tools, open_browser};
 use fantoccini::{Client as Browser, Locator};
 use stream_server::Server;
 use support::guard;

@@ -4,10 +4,9 @@
 //! exactly the events published meanwhile; and an `AccessLayer` denial reaches it as
 //! `InvalidStatusCode(403)`, with no retry.
 
-#[path = "support/stream_server.rs"]
-mod stream_server;
+use tower_sse_test_support::stream_server;
 
-mod support;
+use tower_sse_test_support as support;
 
 use axum::Router;
 use futures_util::StreamExt;
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use stream_server::Server;
 use support::guard;
 use tower::Layer;
-use tower_sse::{access::Denied, AccessLayer, Broker, Event, SseService};
+use tower_sse::{AccessLayer, Broker, Event, SseService, access::Denied};
 
 /// The JSON the `score` events carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

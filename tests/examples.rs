@@ -1,15 +1,10 @@
-//! The stack examples (`examples/{hyper,axum,tower_http,tonic_web}.rs`, and `hub.rs` with the
-//! feature `hub`) over real sockets: each app served on `127.0.0.1:0`, reqwest as the HTTP/1.1
+//! The stack examples (`examples/{hyper,axum,tower_http,tonic_web}.rs`) over real sockets: each app served on `127.0.0.1:0`, reqwest as the HTTP/1.1
 //! client, eventsource-stream as the parser, tonic's own client for gRPC over HTTP/2. So every
 //! example is known to serve, not just to compile.
 
 #[path = "../examples/axum.rs"]
 #[allow(dead_code)]
 mod axum_example;
-#[cfg(feature = "hub")]
-#[path = "../examples/hub.rs"]
-#[allow(dead_code)]
-mod hub_example;
 #[path = "../examples/hyper.rs"]
 #[allow(dead_code)]
 mod hyper_example;
@@ -20,9 +15,8 @@ mod tonic_web_example;
 #[allow(dead_code)]
 mod tower_http_example;
 
-#[path = "support/events.rs"]
-mod events;
-mod support;
+use tower_sse_test_support as support;
+use tower_sse_test_support::events;
 
 use std::{
     future::{Future, IntoFuture},
@@ -32,11 +26,11 @@ use std::{
 
 use events::Events;
 use futures_util::StreamExt;
-use reqwest::{header, RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode, header};
 use support::{client, guard, send, text};
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic_health::pb::{
-    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tower_sse::Broker;
 
@@ -127,32 +121,6 @@ async fn hyper_graceful_shutdown_ends_open_streams() {
     assert!(broker.is_closed());
     let refused = guard("connect", client.get(format!("{base}/stream")).send()).await;
     assert!(refused.is_err(), "the listener is closed");
-}
-
-// hub
-
-/// The hub's routes and the example's own `/subscribers` beside them.
-#[cfg(feature = "hub")]
-#[tokio::test]
-async fn hub_example_serves_the_hub_and_its_own_route() {
-    let broker = Broker::builder().id_base(0).build();
-    let (listener, addr) = bind().await;
-    let app = hub_example::app(broker.clone());
-    tokio::spawn(axum::serve(listener, app.into_make_service()).into_future());
-    let (base, client) = (format!("http://{addr}"), client());
-    let count = || send(client.get(format!("{base}/subscribers?channel=news")));
-    assert_eq!(text(count().await).await, "0");
-    let mut events = Events::open(client.get(format!("{base}/events?channel=news"))).await;
-    assert_eq!(text(count().await).await, "1");
-    let res = send(
-        client
-            .post(format!("{base}/publish?channel=news"))
-            .body("Hello!"),
-    )
-    .await;
-    assert_eq!(text(res).await, r#"{"id":"1"}"#);
-    let event = events.expect().await;
-    assert_eq!((event.data.as_str(), event.id.as_str()), ("Hello!", "1"));
 }
 
 // axum

@@ -22,10 +22,10 @@ use std::{
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::{FutureExt, StreamExt};
-use http::{request::Parts, Request, Response};
+use http::{Request, Response, request::Parts};
 use proptest::{prelude::*, test_runner::FileFailurePersistence};
 use tower::{Layer, ServiceExt};
-use tower_sse::{access::Denied, AccessLayer, ChannelRules, Channels, Event, EventError};
+use tower_sse::{AccessLayer, ChannelRules, Channels, Event, EventError, access::Denied};
 
 /// 256 cases; a failure is kept in `tests/properties.proptest-regressions` and tried first.
 fn config() -> ProptestConfig {

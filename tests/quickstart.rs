@@ -1,11 +1,11 @@
 //! The quickstart (`examples/quickstart.rs`) over real sockets: its router served on
 //! `127.0.0.1:0`, reqwest as the client, eventsource-stream as the parser.
 
-#[path = "../examples/quickstart.rs"]
+#[path = "../examples/quickstart/src/main.rs"]
 #[allow(dead_code)]
 mod quickstart;
 
-mod support;
+use tower_sse_test_support as support;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
@@ -26,10 +26,12 @@ async fn page_listens_for_greetings_on_the_stream() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let page = guard("body", res.text()).await.unwrap();
     assert!(page.contains(r#"new EventSource("/stream")"#), "{page}");
     assert!(page.contains(r#"addEventListener("greeting""#), "{page}");

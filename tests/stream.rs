@@ -1,7 +1,7 @@
 //! The stream service over real sockets: a hyper server on 127.0.0.1:0, reqwest as the client,
 //! eventsource-stream as an independent spec parser.
 
-mod support;
+use tower_sse_test_support as support;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -65,14 +65,18 @@ async fn tricky_data_round_trips_through_a_spec_parser() {
         assert_eq!(got.id, id);
     }
     // Invalid events are refused and never sent: the next valid one comes first.
-    assert!(broker
-        .publish("t", Event::default().id("a\nb"))
-        .await
-        .is_err());
-    assert!(broker
-        .publish("t", Event::default().event("a\rb"))
-        .await
-        .is_err());
+    assert!(
+        broker
+            .publish("t", Event::default().id("a\nb"))
+            .await
+            .is_err()
+    );
+    assert!(
+        broker
+            .publish("t", Event::default().event("a\rb"))
+            .await
+            .is_err()
+    );
     broker
         .publish("t", Event::default().data("after"))
         .await

@@ -3,7 +3,7 @@
 use std::{borrow::Cow, fmt, future::Future};
 
 use bytes::Bytes;
-use http::{header, request::Parts, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode, header, request::Parts};
 
 use crate::service::plain;
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use tower::Service;
 
-use super::{future::ResponseFuture, AccessPolicy};
+use super::{AccessPolicy, future::ResponseFuture};
 use crate::{channel::ChannelRules, service::plain};
 
 /// Checks every channel a request names with an [`AccessPolicy`]; see [`AccessLayer`](super::AccessLayer).

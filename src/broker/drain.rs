@@ -10,8 +10,8 @@ use std::{
     collections::hash_map::RandomState,
     hash::BuildHasher,
     sync::{
-        atomic::{AtomicU64, Ordering},
         OnceLock,
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };

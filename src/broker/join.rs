@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{
-    resume::{find_after, parse_seq, Resume, Skip},
+    resume::{Resume, Skip, find_after, parse_seq},
     shared::Shared,
     subscription::{Cursor, Subscription},
 };
@@ -12,7 +12,7 @@ use crate::{
     backend::Backend,
     channel::Channels,
     error::SubscribeError,
-    sync::{lock, Ordering},
+    sync::{Ordering, lock},
 };
 
 impl Shared {

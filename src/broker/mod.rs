@@ -88,8 +88,8 @@
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
-pub(crate) use self::drain::between;
 pub use self::drain::DRAIN_GRACE;
+pub(crate) use self::drain::between;
 pub(crate) use self::subscription::Delivery;
 pub use self::{
     builder::{BrokerBuilder, LagPolicy},
@@ -106,7 +106,7 @@ use crate::{
     backend::Backend,
     channel::{ChannelRules, Channels},
     event::Event,
-    sync::{lock, Ordering},
+    sync::{Ordering, lock},
 };
 
 mod builder;
@@ -561,7 +561,7 @@ impl Broker {
             && inner
                 .backend
                 .as_ref()
-                .map_or(true, |backend| backend.reachable())
+                .is_none_or(|backend| backend.reachable())
     }
 
     /// Whether [`Broker::drain`] was called (it stays so once the drain is over and the broker

@@ -20,7 +20,7 @@ use std::{collections::VecDeque, sync::Arc, task::Waker};
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
 /// One published event, encoded once and shared by every subscriber.
 #[derive(Debug)]

@@ -13,14 +13,14 @@ use super::{
     builder::BrokerBuilder,
     drain::Plan,
     retention::{ChannelMap, Retention},
-    ring::{wake_all, Entry, Ring},
+    ring::{Entry, Ring, wake_all},
 };
 use crate::{
     backend::{Backend, Gone, Inbound, Message},
     error::PublishError,
-    event::{finish, Event},
+    event::{Event, finish},
     metrics::Metrics,
-    sync::{lock, AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering},
+    sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, lock},
 };
 
 /// What a broker's handles and subscriptions share.

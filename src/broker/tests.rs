@@ -280,9 +280,11 @@ fn close_delivers_what_was_published_then_ends() {
 fn invalid_input_publishes_nothing() {
     let broker = Broker::builder().id_base(0).build();
     let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
-    assert!(broker
-        .publish_local("a", &Event::default().event("x\ny"))
-        .is_err());
+    assert!(
+        broker
+            .publish_local("a", &Event::default().event("x\ny"))
+            .is_err()
+    );
     assert!(broker.publish_local("", &Event::default()).is_err());
     assert!(broker.publish_local("a b", &Event::default()).is_err());
     assert_pending!(task::spawn(sub.recv()).poll());
@@ -429,9 +431,11 @@ fn the_brokers_channel_rules_hold_for_a_list_read_elsewhere() {
 #[test]
 fn ids_longer_than_a_last_event_id_may_be_are_refused() {
     let broker = Broker::builder().id_base(0).max_id_len(4).build();
-    assert!(broker
-        .publish_local("a", &Event::default().id("abcd"))
-        .is_ok());
+    assert!(
+        broker
+            .publish_local("a", &Event::default().id("abcd"))
+            .is_ok()
+    );
     assert!(matches!(
         broker.publish_local("a", &Event::default().id("abcde")),
         Err(PublishError::IdTooLong { limit: 4 })

@@ -105,13 +105,13 @@
 use std::{
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
         Arc,
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, Client, RedisError, Script, Value};
+use redis::{Client, RedisError, Script, Value, aio::ConnectionManager};
 use tokio::{
     sync::{
         mpsc::{self, error::TrySendError},

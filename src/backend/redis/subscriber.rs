@@ -29,25 +29,25 @@ use std::{
     convert::Infallible,
     future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use futures_util::{future::try_join_all, StreamExt, TryFutureExt};
+use futures_util::{StreamExt, TryFutureExt, future::try_join_all};
 use redis::{
-    aio::{ConnectionManager, PubSubSink},
     AsyncCommands, Client, RedisResult, Script, Value,
+    aio::{ConnectionManager, PubSubSink},
 };
 use tokio::{
-    sync::{mpsc, oneshot, Notify},
-    time::{interval_at, timeout, Instant, MissedTickBehavior},
+    sync::{Notify, mpsc, oneshot},
+    time::{Instant, MissedTickBehavior, interval_at, timeout},
 };
 
 use super::{
-    wire::{channel_key, channel_name, epoch_key, history_key, parse_message, seq_key, token},
     TIMEOUT,
+    wire::{channel_key, channel_name, epoch_key, history_key, parse_message, seq_key, token},
 };
 use crate::backend::{Gone, Inbound, Message};
 

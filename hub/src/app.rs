@@ -1,0 +1,121 @@
+//! The hub's routes.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::request::Parts,
+    routing::{get, get_service, post},
+};
+use tower_http::{
+    limit::RequestBodyLimitLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+
+use super::{
+    MAX_BODY,
+    auth::authorize,
+    health::{healthz, readyz},
+    prometheus::scrape,
+    publish::publish,
+};
+use tower_sse::{AccessLayer, Broker, SseService};
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub(super) struct Hub {
+    pub(super) broker: Broker,
+    pub(super) token: Option<Arc<str>>,
+}
+
+/// The hub's routes: `GET /events`, `POST /publish`, `GET /healthz`, `GET /readyz` and
+/// `GET /metrics`, each request traced by its path only (the query may hold a token). `token`
+/// guards publishing, the `private.*` channels and the metrics; `keep_alive` is the idle time
+/// before a keep-alive comment (`None`: never). No CORS: add [`cors`](super::cors) as a layer.
+///
+/// Serve it with `into_make_service`, not `axum::serve(listener, app)`, which rebuilds the
+/// router for every connection: about 500 bytes per route held by each open stream. Call
+/// [`metrics`](super::metrics) before building the broker for `/metrics` to count.
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use axum::routing::get;
+/// use tower_sse::Broker;
+/// use tower_sse_hub as hub;
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// hub::metrics();
+/// let broker = Broker::new();
+/// let keep_alive = Some(Duration::from_secs(15));
+/// let app = hub::app(broker.clone(), Some("s3cret".into()), keep_alive)
+///     .route("/hello", get(|| async { "hello" }));
+/// let listener = hub::listen("127.0.0.1:8080").await?;
+/// axum::serve(listener, app.into_make_service())
+///     .with_graceful_shutdown(hub::shutdown(broker, Duration::from_secs(10), hub::shutdown_signal()))
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) -> Router {
+    let hub = Hub::new(broker, token);
+    traced(routes(&hub, keep_alive).merge(metrics_routes(&hub)))
+}
+
+impl Hub {
+    pub(super) fn new(broker: Broker, token: Option<String>) -> Hub {
+        let token = token.map(Arc::from);
+        Hub { broker, token }
+    }
+}
+
+/// Everything but `/metrics`, untraced.
+pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
+    let guard = hub.token.clone();
+    let access = AccessLayer::new(move |parts: &Parts, channel: &str| {
+        let verdict = match &guard {
+            Some(token) if channel.starts_with("private.") => {
+                authorize(token, &parts.headers, parts.uri.query())
+            }
+            _ => Ok(()),
+        };
+        std::future::ready(verdict)
+    })
+    .channel_rules(hub.broker.channel_rules().clone());
+    // The stream is the service itself: no handler or body wrapper around it, as each would
+    // cost every open stream memory (the broker logs subscribe and unsubscribe).
+    let sse = SseService::new(hub.broker.clone()).keep_alive(keep_alive);
+    Router::new()
+        .route("/events", get_service(sse).route_layer(access))
+        .route(
+            "/publish",
+            post(publish).layer((
+                DefaultBodyLimit::disable(),
+                RequestBodyLimitLayer::new(MAX_BODY),
+            )),
+        )
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(hub.clone())
+}
+
+/// `GET /metrics` alone, untraced: on the main listener, or on `--metrics-bind`.
+pub(super) fn metrics_routes(hub: &Hub) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(hub.clone())
+}
+
+/// Each request logged with its method, path (only: the query may hold an access token) and
+/// status.
+pub(super) fn traced(router: Router) -> Router {
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            })
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+    )
+}

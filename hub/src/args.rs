@@ -1,0 +1,203 @@
+//! The command line, and the broker it asks for.
+
+use std::{error::Error, path::PathBuf};
+
+use clap::{Parser, builder::NonEmptyStringValueParser};
+use http::HeaderValue;
+
+use super::cors::origin;
+
+use tower_sse::Broker;
+
+/// The hub's flags, as `tower-sse-hub --help` lists them. Each can also be set through the
+/// environment variable named in its `env` (for containers): `SSE_HUB_` and the flag's name in
+/// capitals, `-` as `_`; a flag given on the command line wins. `--cors-origin` takes a
+/// comma-separated list there; `--allow-anonymous-publish` takes `true` or `false`.
+///
+/// ```
+/// use clap::Parser;
+/// use tower_sse_hub::Args;
+///
+/// let args = Args::parse_from(["tower-sse-hub", "--token", "s3cret", "--history", "100"]);
+/// assert_eq!(args.bind, "127.0.0.1:8080");
+/// assert_eq!(args.token.as_deref(), Some("s3cret"));
+/// assert_eq!((args.keep_alive, args.history), (15, 100));
+/// ```
+#[derive(Debug, Parser)]
+#[command(
+    name = "tower-sse-hub",
+    version,
+    about = "Server-sent events hub: POST /publish, GET /events (EventSource), GET /healthz.",
+    // Not this doc comment, which is for Rust readers.
+    long_about = None
+)]
+pub struct Args {
+    /// Address to listen on. Not a loopback address: needs --token or
+    /// --allow-anonymous-publish.
+    #[arg(
+        long,
+        env = "SSE_HUB_BIND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub bind: String,
+    /// Redis URL, so several hubs share channels (needs the `redis` feature); else
+    /// $SSE_REDIS_URL, else $REDIS_URL, else the hub keeps everything in process.
+    #[arg(
+        long,
+        env = "SSE_HUB_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub redis_url: Option<String>,
+    /// Bearer token needed to publish and to subscribe to `private.*` channels.
+    #[arg(
+        long,
+        env = "SSE_HUB_TOKEN",
+        hide_env_values = true,
+        value_name = "SECRET",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub token: Option<String>,
+    /// Lets anyone publish when the hub listens on an address other than loopback, without
+    /// --token.
+    #[arg(
+        long,
+        env = "SSE_HUB_ALLOW_ANONYMOUS_PUBLISH",
+        conflicts_with = "token"
+    )]
+    pub allow_anonymous_publish: bool,
+    /// Seconds without events before a keep-alive comment is sent (0: never).
+    #[arg(
+        long,
+        env = "SSE_HUB_KEEP_ALIVE",
+        value_name = "SECS",
+        default_value_t = 15
+    )]
+    pub keep_alive: u64,
+    /// Events a client resuming with Last-Event-ID gets at most, per channel (0: none).
+    #[arg(
+        long,
+        env = "SSE_HUB_HISTORY",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    pub history: usize,
+    /// The most bytes of events kept in all, history and buffers; the oldest go first.
+    #[arg(
+        long,
+        env = "SSE_HUB_MAX_RETAINED_BYTES",
+        value_name = "BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub max_retained_bytes: usize,
+    /// An origin whose pages may subscribe and publish, with credentials (`EventSource(url,
+    /// {withCredentials: true})`, `fetch(url, {credentials: 'include'})`), as
+    /// `scheme://host[:port]`; repeatable. Not `*`: credentials need exact origins.
+    #[arg(
+        long,
+        env = "SSE_HUB_CORS_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        value_parser = origin
+    )]
+    pub cors_origin: Vec<HeaderValue>,
+    /// On Ctrl-C or SIGTERM: seconds over which open streams are ended, each at a random
+    /// moment after a `retry:` that spreads the reconnects over the window after it; new
+    /// streams get 503 meanwhile (0: end every stream at once).
+    #[arg(
+        long,
+        env = "SSE_HUB_DRAIN_SECS",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
+    pub drain_secs: u64,
+    /// Serve GET /metrics on this address of its own instead of on --bind.
+    #[arg(long, env = "SSE_HUB_METRICS_BIND", value_name = "ADDR")]
+    pub metrics_bind: Option<String>,
+
+    // HTTPS and HTTP/2 (src/hub/tls.rs, src/hub/connections.rs).
+    /// PEM certificate chain: serve HTTPS, HTTP/2 or HTTP/1.1 as ALPN selects (with
+    /// --tls-key). Without it: plain HTTP/1.1, and HTTP/2 by prior knowledge (h2c).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "SSE_HUB_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS #8, PKCS #1 or SEC1).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "SSE_HUB_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Streams one HTTP/2 connection may have open at once (a browser tab's EventSources
+    /// share one connection); a client wanting more waits or opens another connection.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SSE_HUB_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = super::MAX_STREAMS_PER_CONNECTION,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_streams_per_connection: u32,
+}
+
+/// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
+/// `REDIS_URL` (flask-sse's names). With the `redis` feature, [`run`](super::run) passes the
+/// two variables as `tower_sse::redis::url_from_env` reads them, already in that order.
+///
+/// ```
+/// use tower_sse_hub::redis_url;
+///
+/// let url = |s: &str| Some(s.to_owned());
+/// assert_eq!(redis_url(None, url(""), url("redis://r/")), url("redis://r/"));
+/// assert_eq!(redis_url(url("redis://flag/"), url("redis://sse/"), None), url("redis://flag/"));
+/// assert_eq!(redis_url(None, None, None), None);
+/// ```
+pub fn redis_url(
+    flag: Option<String>,
+    sse_redis_url: Option<String>,
+    redis_url: Option<String>,
+) -> Option<String> {
+    [flag, sse_redis_url, redis_url]
+        .into_iter()
+        .flatten()
+        .find(|url| !url.is_empty())
+}
+
+/// The broker the flags ask for: in process, or on Redis.
+///
+/// # Errors
+///
+/// Redis can't be reached, or a Redis URL is given to a hub built without the `redis`
+/// feature (it is refused, never ignored).
+///
+/// ```
+/// use clap::Parser;
+/// use tower_sse_hub::{broker, Args};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = broker(&Args::parse_from(["tower-sse-hub", "--history", "10"])).await?;
+/// assert!(!broker.is_closed());
+/// # Ok(())
+/// # }
+/// ```
+pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
+    let builder = Broker::builder()
+        .history(args.history)
+        .max_retained_bytes(args.max_retained_bytes);
+    match &args.redis_url {
+        None => Ok(builder.build()),
+        #[cfg(feature = "redis")]
+        Some(url) => Ok(builder.connect_redis(url).await?),
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err("the Redis backend needs the `redis` feature: \
+                        cargo install --path . --features hub,redis"
+            .into()),
+    }
+}

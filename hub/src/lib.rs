@@ -1,0 +1,102 @@
+//! The standalone hub: publish over HTTP, subscribe with `EventSource`, without writing Rust.
+//! Feature `hub`; the `tower-sse-hub` binary (`cargo install --path . --features hub`) is
+//! [`main`].
+//!
+//! - `GET /events?channel=A&channel=B`: the event stream (default channel `sse`); resumes from
+//!   the `Last-Event-ID` header or the `lastEventId` query parameter. With `--token`, channels
+//!   named `private.*` need the token: `401` without one, `403` with a wrong one, and then no
+//!   stream at all, whatever other channels the request names.
+//! - `POST /publish?channel=A&event=TYPE&id=ID&retry=MS`, body = the event's data (UTF-8, at
+//!   most [`MAX_BODY`]): answers `{"id": "..."}`. With `--token`, publishing always needs the
+//!   token. Bad input is a `4xx` with a `text/plain` reason and publishes nothing.
+//! - `GET /healthz`: `ok` (liveness). `GET /readyz`: `ready`, or `503` while the hub drains or
+//!   its backend is unreachable (see [`ready`]).
+//! - `GET /metrics`: Prometheus text format (see [`tower_sse::metrics`]); with `--token`, it needs
+//!   the token too, as metrics name channels. With `--metrics-bind ADDR`, on that address
+//!   only.
+//!
+//! Protected by default, like Redis's protected mode: bound beyond loopback (`--bind
+//! 0.0.0.0:8080`) with no `--token`, the hub refuses to start unless `--allow-anonymous-publish`
+//! says that anyone may publish. `--cors-origin ORIGIN` (repeatable) lets pages on that
+//! origin subscribe and publish with credentials (see [`cors`]). Every flag can also be set
+//! from the environment, as `SSE_HUB_` and its name (see [`Args`]).
+//!
+//! The token goes in `Authorization: Bearer SECRET`, or in the `access_token` query parameter
+//! for `EventSource`, which can't set headers ([RFC 6750 §2.3]).
+//!
+//! ```text
+//! tower-sse-hub --token s3cret
+//! curl -N 'http://127.0.0.1:8080/events?channel=news&channel=private.ops&access_token=s3cret'
+//! curl -X POST -H 'Authorization: Bearer s3cret' --data-binary 'Hello!' \
+//!      'http://127.0.0.1:8080/publish?channel=news&event=greeting'
+//! ```
+//!
+//! Logs: `RUST_LOG` (default `info`; `debug` shows subscribe and unsubscribe).
+//!
+//! With `--tls-cert` and `--tls-key`, HTTPS, and HTTP/2 when ALPN selects it, so that a page's
+//! `EventSource`s share one connection instead of 6 per origin; without, HTTP/1.1 and h2c. See
+//! [`Server`].
+//!
+//! The parts are public, to build a hub of your own: [`app`] is the router (add routes or
+//! layers to it), [`listen`] the listener, [`Server`] and [`tls_config`] the serving,
+//! [`shutdown`] and [`shutdown_signal`] the stop.
+//!
+//! [RFC 6750 §2.3]: https://www.rfc-editor.org/rfc/rfc6750#section-2.3
+
+mod app;
+mod args;
+mod auth;
+mod connections;
+mod cors;
+mod health;
+mod prometheus;
+mod protect;
+mod publish;
+mod serve;
+mod tls;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use self::{
+    app::app,
+    args::{Args, broker, redis_url},
+    cors::cors,
+    health::ready,
+    prometheus::metrics,
+    publish::MAX_BODY,
+    serve::{BACKLOG, EXIT_GRACE, listen, run, shutdown, shutdown_signal},
+};
+pub use self::{
+    connections::{MAX_STREAMS_PER_CONNECTION, Server},
+    tls::{ALPN, TlsError, tls_config},
+};
+
+/// The `tower-sse-hub` binary: parses the flags (see [`Args`]), logs to stdout through
+/// `tracing` (`RUST_LOG`, default `info`), and [`run`]s the hub on a multi-threaded runtime.
+/// An error that stops it goes to stderr, and the exit code is 1.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     tower_sse_hub::main()
+/// }
+/// ```
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let ran = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Into::into)
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tower-sse-hub: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `POST /publish?channel=A&event=TYPE&id=ID&retry=MS`: the body is the event's data.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{FromRequest, Request, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+
+use super::{app::Hub, auth::authorize};
+use tower_sse::{
+    Event,
+    access::Denied,
+    channel::{form_decode, query_pairs},
+};
+
+/// The largest event data `POST /publish` takes: 1 MiB. A larger body is a `413`.
+///
+/// ```
+/// assert_eq!(tower_sse_hub::MAX_BODY, 1024 * 1024);
+/// ```
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Answers `200` with `{"id": "..."}`, or the reason nothing was published.
+pub(super) async fn publish(State(hub): State<Hub>, req: Request) -> Response {
+    match try_publish(&hub, req).await {
+        Ok(id) => Json(serde_json::json!({ "id": id })).into_response(),
+        Err(res) if res.status().is_server_error() => {
+            tracing::warn!(status = %res.status(), "publish failed");
+            res
+        }
+        Err(res) => {
+            tracing::debug!(status = %res.status(), "publish refused");
+            res
+        }
+    }
+}
+
+async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
+    if let Some(token) = &hub.token {
+        authorize(token, req.headers(), req.uri().query()).map_err(Denied::into_response)?;
+    }
+    let params = PublishParams::parse(req.uri().query().unwrap_or("")).map_err(bad_request)?;
+    // Reading the body after the checks: a refused request costs no buffering.
+    let body = Bytes::from_request(req, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let data = String::from_utf8(body.into()).map_err(|_| bad_request("body is not UTF-8"))?;
+    let mut event = Event::default().data(data);
+    if let Some(kind) = params.event {
+        event = event.event(kind);
+    }
+    if let Some(id) = params.id {
+        event = event.id(id);
+    }
+    if let Some(retry) = params.retry {
+        event = event.retry(retry);
+    }
+    let channel = params.channel.as_deref().unwrap_or("sse");
+    hub.broker
+        .publish(channel, event)
+        .await
+        .map_err(|err| (err.status(), err.to_string()).into_response())
+}
+
+/// The query of `POST /publish`. Unknown or repeated parameters are errors, so a typo
+/// (`chanel=`) can't publish to the default channel.
+#[derive(Debug, Default, PartialEq)]
+struct PublishParams {
+    channel: Option<String>,
+    event: Option<String>,
+    id: Option<String>,
+    retry: Option<Duration>,
+}
+
+impl PublishParams {
+    fn parse(query: &str) -> Result<PublishParams, String> {
+        let (mut params, mut retry) = (PublishParams::default(), None);
+        for (key, value) in query_pairs(query) {
+            let slot = match &*form_decode(key).map_err(|err| err.to_string())? {
+                "channel" => &mut params.channel,
+                "event" => &mut params.event,
+                "id" => &mut params.id,
+                "retry" => &mut retry,
+                "access_token" => continue,
+                _ => return Err("unknown parameter (expected channel, event, id, retry)".into()),
+            };
+            if slot
+                .replace(form_decode(value).map_err(|err| err.to_string())?)
+                .is_some()
+            {
+                return Err("parameter given twice".into());
+            }
+        }
+        if let Some(ms) = retry {
+            if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("retry is not a number of milliseconds".into());
+            }
+            let ms = ms.parse().map_err(|_| "retry is too large".to_owned())?;
+            params.retry = Some(Duration::from_millis(ms));
+        }
+        Ok(params)
+    }
+}
+
+fn bad_request(reason: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, reason.into()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_decoded_once_each() {
+        let params = PublishParams::parse("%63hannel=a%2Eb&event=x+y&retry=3000&access_token=t");
+        let expected = PublishParams {
+            channel: Some("a.b".into()),
+            event: Some("x y".into()),
+            id: None,
+            retry: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(params, Ok(expected));
+        for bad in [
+            "chanel=a",
+            "id=1&id=2",
+            "retry=",
+            "retry=-1",
+            "retry=1e3",
+            "id=%zz",
+        ] {
+            assert!(PublishParams::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
