@@ -61,6 +61,10 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError
         }
         err => private_key(err.into()),
     })?;
+    // rustls 0.23.48 deprecates the `ring` provider (it has no post-quantum key exchange);
+    // `aws-lc-rs`, which has, needs cmake and nasm to build, which a `cargo install` on a plain
+    // machine may not have. Classic ECDHE is what browsers negotiate with `ring` today.
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

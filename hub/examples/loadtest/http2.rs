@@ -108,6 +108,7 @@ impl Cert {
         std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem())?;
         let mut roots = RootCertStore::empty();
         roots.add(made.cert.der().clone())?;
+        #[allow(deprecated)] // the hub's own provider (src/tls.rs says why)
         let mut client = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
