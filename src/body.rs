@@ -11,10 +11,12 @@
 //!
 //! and ends when the broker closes (after the events already published), at the stream's turn
 //! in a [drain](crate::Broker::drain) (after the events published until then and a `retry:`
-//! field), or when a lagging subscriber is disconnected. Dropping the body (the client went
-//! away) drops the subscription, which unsubscribes at once.
+//! field), when a lagging subscriber is disconnected, or at the request's [`Deadline`] (see
+//! there). Dropping the body (the client went away) drops the subscription, which unsubscribes
+//! at once.
 //!
-//! One timer serves both the keep-alive and the drain: it is armed for whichever comes first.
+//! One timer serves the keep-alive, the drain and the deadline: it is armed for whichever
+//! comes first.
 //!
 //! The same type also carries the short plain-text bodies of error responses, so that every
 //! response of [`SseService`](crate::SseService) has one body type.
@@ -34,6 +36,37 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::broker::{Delivery, Subscription};
+
+/// When a stream ends: put in a request's extensions, the stream that
+/// [`SseService`](crate::SseService) answers it with ends cleanly then (a token's expiry, say).
+///
+/// An [`AccessPolicy`](crate::access::AccessPolicy) sets it with
+/// [`Grant::until`](crate::access::Grant::until); any layer of your own can insert one too
+/// (with several, [`Access`](crate::access::Access) keeps the earliest).
+///
+/// At the deadline the body ends as at a [close](crate::Broker::close): the normal end of the
+/// response, after the events already sent, and no event is sent from then on, even one
+/// published before it and not yet sent. An `EventSource` then reconnects after its
+/// reconnection time (a few seconds by default; the last `retry:` it got) with its
+/// `Last-Event-ID`, so the events it missed are replayed (within the
+/// [history](crate::BrokerBuilder::history)), and the new request is checked again: with a
+/// fresh token, or refused. A deadline already past ends the stream at once, with no event:
+/// refuse such a request instead.
+///
+/// The deadline is a [`tokio::time::Instant`]: it follows tokio's clock, paused in tests. A
+/// token's expiry in seconds since the Unix epoch is `Instant::now()` plus how far it is from
+/// [`SystemTime::now`](std::time::SystemTime::now).
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+/// use tower_sse::body::Deadline;
+///
+/// let mut req = http::Request::get("/events").body(()).unwrap();
+/// req.extensions_mut().insert(Deadline(Instant::now() + Duration::from_secs(3600)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(pub Instant);
 
 /// The most bytes of waiting events sent in one frame.
 const MAX_FRAME: usize = 64 * 1024;
@@ -67,8 +100,11 @@ pin_project! {
             // When the next keep-alive is due. Moved forward on every frame; the timer is
             // only re-armed when it fires early, so a busy stream never touches the timer.
             due: Instant,
+            // When the stream ends: the request's `Deadline`.
+            deadline: Option<Instant>,
             // Boxed, so the body stays `Unpin` and easy to use; made on the first idle poll.
-            // Armed for the keep-alive or the stream's end in a drain, whichever is first.
+            // Armed for the keep-alive, the stream's end in a drain or its deadline, whichever
+            // is first.
             timer: Option<Pin<Box<Sleep>>>,
             ended: bool,
         },
@@ -83,6 +119,7 @@ impl SseBody {
         subscription: Subscription,
         keep_alive: Option<Duration>,
         first: Option<Bytes>,
+        deadline: Option<Deadline>,
     ) -> SseBody {
         let due = keep_alive.map_or_else(far_future, |every| Instant::now() + every);
         SseBody {
@@ -91,6 +128,7 @@ impl SseBody {
                 subscription,
                 keep_alive,
                 due,
+                deadline: deadline.map(|Deadline(at)| at),
                 timer: None,
                 ended: false,
             },
@@ -128,9 +166,14 @@ impl From<String> for SseBody {
 impl fmt::Debug for SseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Stream { subscription, .. } => f
+            Kind::Stream {
+                subscription,
+                deadline,
+                ..
+            } => f
                 .debug_struct("SseBody")
                 .field("subscription", subscription)
+                .field("deadline", deadline)
                 .finish(),
             Kind::Full { data } => f.debug_struct("SseBody").field("data", data).finish(),
         }
@@ -152,10 +195,17 @@ impl Body for SseBody {
                 subscription,
                 keep_alive,
                 due,
+                deadline,
                 timer,
                 ended,
             } => {
                 if *ended {
+                    return Poll::Ready(None);
+                }
+                // Looked at before every frame: a busy stream never waits on its timer. The
+                // clock is read only for a stream that has a deadline.
+                if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                    *ended = true;
                     return Poll::Ready(None);
                 }
                 if let Some(first) = first.take() {
@@ -176,23 +226,26 @@ impl Body for SseBody {
                         Poll::Pending => {}
                     }
                     let end = subscription.drain_end();
-                    let deadline = match (keep_alive.is_some(), end) {
-                        (false, None) => return Poll::Pending,
-                        (true, None) => *due,
-                        (false, Some(end)) => end,
-                        (true, Some(end)) => end.min(*due),
+                    let keep_alive_due = keep_alive.map(|_| *due);
+                    let Some(wake) = [keep_alive_due, end, *deadline].into_iter().flatten().min()
+                    else {
+                        return Poll::Pending;
                     };
                     let timer =
-                        timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                    if timer.deadline() > deadline {
+                        timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+                    if timer.deadline() > wake {
                         // A drain's end before the keep-alive it was armed for.
-                        timer.as_mut().reset(deadline);
+                        timer.as_mut().reset(wake);
                     }
                     loop {
                         if timer.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
                         let now = Instant::now();
+                        if deadline.is_some_and(|deadline| now >= deadline) {
+                            *ended = true;
+                            return Poll::Ready(None);
+                        }
                         if end.is_some_and(|end| now >= end) {
                             // Its turn: the subscription now ends the stream.
                             break;
@@ -206,7 +259,7 @@ impl Body for SseBody {
                             }
                         }
                         // Fired early: frames went out since it was armed.
-                        timer.as_mut().reset(deadline);
+                        timer.as_mut().reset(wake);
                     }
                 };
                 if let Some(every) = keep_alive {
@@ -243,7 +296,7 @@ mod tests {
     async fn body(broker: &Broker, keep_alive: Option<Duration>) -> SseBody {
         let channels = broker.channel_rules().parse_query(None).unwrap();
         let subscription = broker.subscribe(&channels).await.unwrap();
-        SseBody::stream(subscription, keep_alive, None)
+        SseBody::stream(subscription, keep_alive, None, None)
     }
 
     #[test]
@@ -442,6 +495,99 @@ mod tests {
         );
         assert_eq!(start.elapsed(), Duration::ZERO);
         assert!(at_once.frame().await.is_none());
+    }
+
+    async fn body_until(broker: &Broker, keep_alive: Option<Duration>, at: Instant) -> SseBody {
+        let channels = broker.channel_rules().parse_query(None).unwrap();
+        let subscription = broker.subscribe(&channels).await.unwrap();
+        SseBody::stream(subscription, keep_alive, None, Some(Deadline(at)))
+    }
+
+    /// An idle stream ends at its deadline, woken by its timer, not a moment before.
+    #[tokio::test(start_paused = true)]
+    async fn ends_at_the_deadline_not_before() {
+        use tokio_test::{assert_pending, assert_ready_eq};
+        let broker = Broker::builder().id_base(0).build();
+        let at = Instant::now() + Duration::from_secs(1);
+        let mut body = body_until(&broker, Some(Duration::from_secs(15)), at).await;
+        let mut task = tokio_test::task::spawn(());
+        broker
+            .publish("sse", Event::default().data("before"))
+            .await
+            .unwrap();
+        assert_ready_eq!(
+            poll(&mut task, &mut body),
+            Some(Bytes::from("data: before\nid: 1\n\n"))
+        );
+        assert_pending!(poll(&mut task, &mut body));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(!task.is_woken());
+        assert_pending!(poll(&mut task, &mut body));
+        assert!(!body.is_end_stream());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(task.is_woken(), "its timer wakes it at the deadline");
+        assert_ready_eq!(poll(&mut task, &mut body), None);
+        assert!(body.is_end_stream());
+        assert_ready_eq!(poll(&mut task, &mut body), None);
+    }
+
+    /// Keep-alives go on until the deadline; the timer is armed for whichever is first.
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_until_the_deadline() {
+        let broker = Broker::builder().id_base(0).build();
+        let start = Instant::now();
+        let at = start + Duration::from_millis(2500);
+        let mut body = body_until(&broker, Some(Duration::from_secs(1)), at).await;
+        for second in 1..=2 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), ":\n\n");
+            assert_eq!(start.elapsed(), Duration::from_secs(second));
+        }
+        assert!(body.frame().await.is_none());
+        assert_eq!(start.elapsed(), Duration::from_millis(2500));
+
+        // Without keep-alive, the deadline alone arms the timer.
+        let start = Instant::now();
+        let at = start + Duration::from_secs(3);
+        let mut body = body_until(&broker, None, at).await;
+        assert!(body.frame().await.is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    /// Past the deadline nothing more is sent, even events that were waiting: a busy stream
+    /// ends too.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_sent_after_the_deadline() {
+        let broker = Broker::builder().id_base(0).build();
+        let at = Instant::now() + Duration::from_secs(1);
+        let mut body = body_until(&broker, None, at).await;
+        broker
+            .publish("sse", Event::default().data("in time"))
+            .await
+            .unwrap();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "data: in time\nid: 1\n\n");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        broker
+            .publish("sse", Event::default().data("waiting"))
+            .await
+            .unwrap();
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    /// A deadline already past ends the stream at once, before the gap notice.
+    #[tokio::test(start_paused = true)]
+    async fn a_past_deadline_ends_at_once() {
+        use tokio_test::assert_ready_eq;
+        let broker = Broker::builder().id_base(0).build();
+        let channels = broker.channel_rules().parse_query(None).unwrap();
+        let subscription = broker.subscribe(&channels).await.unwrap();
+        let first = Some(Bytes::from_static(b"event: gap\ndata: gap\n\n"));
+        let mut body = SseBody::stream(subscription, None, first, Some(Deadline(Instant::now())));
+        let mut task = tokio_test::task::spawn(());
+        assert_ready_eq!(poll(&mut task, &mut body), None);
+        assert!(body.is_end_stream());
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //!
 //! A client picks its channels in the query string, like flask-sse: `?channel=a`, repeated
 //! (`?channel=a&channel=b`) or comma-separated (`?channel=a,b`); with none, it gets the default
-//! channel `sse`.
+//! channel `sse`. Channels chosen some other way (a path, a token's claims) go through the same
+//! rules with [`ChannelRules::channels`], so a list means the same whichever way it came.
 //!
 //! [`AccessLayer`](crate::AccessLayer) and [`SseService`](crate::SseService) read the list through
 //! this parser only, and the access layer hands the list it checked to the service in the
@@ -77,7 +78,8 @@ impl ChannelRules {
     ///
     /// # Panics
     ///
-    /// Never: an invalid name is reported by [`ChannelRules::parse_query`] instead.
+    /// Never: an invalid name is reported by [`ChannelRules::parse_query`] and
+    /// [`ChannelRules::channels`] instead.
     ///
     /// ```
     /// # use tower_sse::ChannelRules;
@@ -142,7 +144,7 @@ impl ChannelRules {
     /// assert_eq!(channels.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
     /// ```
     pub fn parse_query(&self, query: Option<&str>) -> Result<Channels, ChannelError> {
-        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut list = List::default();
         for (key, value) in query_pairs(query.unwrap_or("")) {
             // "channel" is 7 bytes; percent-encoded it is at most 21. Longer keys can't be it,
             // so they are not decoded at all.
@@ -151,21 +153,82 @@ impl ChannelRules {
             }
             let value = form_decode(value)?;
             for name in value.split(',') {
-                self.check_name(name)?;
-                if names.iter().any(|n| &**n == name) {
-                    continue;
-                }
-                if names.len() == self.max_channels {
-                    return Err(ChannelError::TooMany(self.max_channels));
-                }
-                names.push(Arc::from(name));
+                list.push(self, name)?;
             }
         }
-        if names.is_empty() {
-            self.check_name(&self.default_channel)?;
-            names.push(self.default_channel.clone());
+        list.finish(self)
+    }
+
+    /// The channel list of these names, checked as [`ChannelRules::parse_query`] checks a
+    /// query's: for channels chosen elsewhere than in `?channel=` (a path, a JSON body, a
+    /// token's claims), with the same meaning as a query naming each in turn.
+    ///
+    /// Each name is taken as it is (no percent-decoding, no splitting at `,`). Repeated names
+    /// count once, in the order first named; no names at all gives the
+    /// [default channel](ChannelRules::default_channel), as a query without `channel` does.
+    ///
+    /// # Errors
+    ///
+    /// A [`ChannelError`] for the first name that breaks the rules ([`ChannelError::Empty`],
+    /// [`ChannelError::TooLong`], [`ChannelError::InvalidChar`]), [`ChannelError::TooMany`]
+    /// as soon as more than [`ChannelRules::max_channels`] different names were read (the rest
+    /// is not read), or the default channel's error if it breaks the rules.
+    ///
+    /// ```
+    /// use tower_sse::{ChannelError, ChannelRules};
+    ///
+    /// let rules = ChannelRules::default().max_channels(2);
+    /// let channels = rules.channels(["news", "sport", "news"]).unwrap();
+    /// assert_eq!(channels.iter().collect::<Vec<_>>(), ["news", "sport"]);
+    /// assert_eq!(channels, rules.parse_query(Some("channel=news,sport&channel=news")).unwrap());
+    ///
+    /// let none: [&str; 0] = [];
+    /// assert_eq!(rules.channels(none).unwrap().iter().collect::<Vec<_>>(), ["sse"]);
+    /// assert_eq!(rules.channels(["a,b"]), Err(ChannelError::InvalidChar));
+    /// assert_eq!(rules.channels(["a", "b", "c"]), Err(ChannelError::TooMany(2)));
+    /// ```
+    pub fn channels<I>(&self, names: I) -> Result<Channels, ChannelError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut list = List::default();
+        for name in names {
+            list.push(self, name.as_ref())?;
         }
-        Ok(Channels { names })
+        list.finish(self)
+    }
+}
+
+/// A channel list being read: the one place the rules on a whole list are applied.
+#[derive(Default)]
+struct List {
+    names: Vec<Arc<str>>,
+}
+
+impl List {
+    /// Adds `name` unless it is there already.
+    fn push(&mut self, rules: &ChannelRules, name: &str) -> Result<(), ChannelError> {
+        rules.check_name(name)?;
+        if self.names.iter().any(|n| &**n == name) {
+            return Ok(());
+        }
+        // Checked before the push, so a flood of names stops at the limit, without a list
+        // sized by the client.
+        if self.names.len() == rules.max_channels {
+            return Err(ChannelError::TooMany(rules.max_channels));
+        }
+        self.names.push(Arc::from(name));
+        Ok(())
+    }
+
+    /// The list, or the default channel when no name was read.
+    fn finish(mut self, rules: &ChannelRules) -> Result<Channels, ChannelError> {
+        if self.names.is_empty() {
+            rules.check_name(&rules.default_channel)?;
+            self.names.push(rules.default_channel.clone());
+        }
+        Ok(Channels { names: self.names })
     }
 }
 
@@ -237,7 +300,8 @@ fn hex(b: u8) -> Option<u8> {
 
 /// The channels one request asked for: never empty, no duplicates, in the order first named.
 ///
-/// [`AccessLayer`](crate::AccessLayer) puts the list it checked into the request's extensions;
+/// Made by [`ChannelRules::parse_query`] from a query string, or by [`ChannelRules::channels`]
+/// from names. [`AccessLayer`](crate::AccessLayer) puts the list it checked into the request's extensions;
 /// [`SseService`](crate::SseService) subscribes to that list when it is there.
 ///
 /// ```
@@ -379,6 +443,65 @@ mod tests {
             Err(ChannelError::TooLong(256))
         );
         assert!(parse(&format!("channel={}", "a".repeat(256))).is_ok());
+    }
+
+    fn names(names: &[&str]) -> Result<Vec<String>, ChannelError> {
+        ChannelRules::default()
+            .channels(names)
+            .map(|c| c.iter().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn channels_from_names_in_order_once_each() {
+        assert_eq!(names(&["b", "a", "b", "c", "a"]).unwrap(), ["b", "a", "c"]);
+        // Taken as they are: no decoding, no splitting.
+        assert_eq!(names(&["a%2Eb", "a+b"]).unwrap(), ["a%2Eb", "a+b"]);
+        assert_eq!(names(&["a b"]), Err(ChannelError::InvalidChar));
+        let owned = vec![String::from("x"), String::from("y")];
+        let channels = ChannelRules::default().channels(&owned).unwrap();
+        assert_eq!(channels.iter().collect::<Vec<_>>(), ["x", "y"]);
+    }
+
+    #[test]
+    fn channels_from_names_mean_what_the_query_means() {
+        let rules = ChannelRules::default().max_channels(3);
+        for (list, query) in [
+            (&["a", "b"][..], "channel=a,b"),
+            (&["a", "a"], "channel=a&channel=a"),
+            (&[], ""),
+            (&["a", "b", "c", "b"], "channel=a,b,c,b"),
+        ] {
+            assert_eq!(
+                rules.channels(list),
+                rules.parse_query(Some(query)),
+                "{list:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn channels_from_names_default_and_errors() {
+        assert_eq!(names(&[]).unwrap(), ["sse"]);
+        let none: [&str; 0] = [];
+        let rules = ChannelRules::default().default_channel("a b");
+        assert_eq!(rules.channels(none), Err(ChannelError::InvalidChar));
+        assert_eq!(names(&["a", ""]), Err(ChannelError::Empty));
+        assert_eq!(names(&["a", "b,c"]), Err(ChannelError::InvalidChar));
+        assert_eq!(names(&["a\n"]), Err(ChannelError::InvalidChar));
+        assert_eq!(names(&[&"a".repeat(257)]), Err(ChannelError::TooLong(256)));
+        assert_eq!(names(&[&"a".repeat(256)]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn channels_from_names_stop_at_the_limit() {
+        // An endless list: the answer proves the rest was not read.
+        let endless = (0..).map(|i| format!("c{i}"));
+        assert_eq!(
+            ChannelRules::default().channels(endless),
+            Err(ChannelError::TooMany(32))
+        );
+        let limit: Vec<String> = (0..32).map(|i| format!("c{i}")).collect();
+        assert_eq!(ChannelRules::default().channels(&limit).unwrap().len(), 32);
     }
 
     #[test]

@@ -10,10 +10,31 @@ use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
 use http::StatusCode;
 
-use crate::{backend::OutcomeUnknown, channel::ChannelError, event::EventError};
+use crate::{channel::ChannelError, event::EventError};
 
 /// A boxed error from a backend (Redis unreachable, ...).
 pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What a backend's publish fails with when it got no answer in time (or lost its connection
+/// on the way): the event may or may not have been published. The broker answers it with
+/// [`PublishError::Unknown`] rather than [`PublishError::Backend`]
+/// ([`PublishError::from_backend`]). Here, beside the error it becomes, so that this module
+/// names no backend.
+#[derive(Debug)]
+pub(crate) struct OutcomeUnknown(pub(crate) BoxError);
+
+impl fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Transparent: says what went wrong, as the error it wraps.
+impl StdError for OutcomeUnknown {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
 
 /// Why a publish failed. Nothing was published, except after [`PublishError::Unknown`].
 ///

@@ -96,11 +96,13 @@ pub mod channel;
 pub mod error;
 pub mod event;
 pub mod metrics;
+mod random;
+mod response;
 pub mod service;
 mod sync;
 
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+// Always there for `redis::url_from_env`, so that every program reads the same variables; the
+// backend itself (`redis::connect`) needs the feature `redis`.
 pub use self::backend::redis;
 pub use self::{
     access::AccessLayer,

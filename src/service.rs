@@ -17,7 +17,12 @@
 //! to save a few bytes per event.
 //!
 //! The subscription exists before the response is returned, so a client that has the response
-//! headers misses no event published after that.
+//! headers misses no event published after that. With the in-process broker it is made in
+//! [`call`](tower::Service::call) itself, and the response future is ready at once.
+//!
+//! A [`Deadline`] in the request's extensions ends the stream then, cleanly: an
+//! [`AccessPolicy`](crate::access::AccessPolicy) puts one there with
+//! [`Grant::until`](crate::access::Grant::until) (a token's expiry), or any layer of your own.
 //!
 //! # Refusals
 //!
@@ -31,7 +36,7 @@
 use std::{
     convert::Infallible,
     fmt,
-    future::{Future, ready},
+    future::Future,
     pin::Pin,
     sync::{
         OnceLock,
@@ -44,11 +49,13 @@ use std::{
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
 use crate::{
-    body::SseBody,
-    broker::{Broker, Resume, between},
+    body::{Deadline, SseBody},
+    broker::{Broker, Resume, Subscription},
     channel::{ChannelRules, Channels, form_decode, query_pairs},
     error::SubscribeError,
     event::Event,
+    random::between,
+    response::plain,
 };
 
 /// The whole seconds a client refused with a `503` (too many subscribers, backend down,
@@ -226,43 +233,59 @@ impl SseService {
         &self.broker
     }
 
-    /// Reads the request; the rest (subscribing, which may wait for the backend) is async.
-    fn respond<B>(&self, req: &Request<B>) -> Result<Subscribe, Box<Response<SseBody>>> {
+    /// Reads the request and subscribes: at once in process, in the response future through
+    /// a backend (which may wait for it).
+    fn respond<B>(&self, req: &Request<B>) -> State {
+        let parsed;
         let channels = match req.extensions().get::<Channels>() {
-            Some(checked) => checked.clone(),
-            None => self
-                .rules
-                .parse_query(req.uri().query())
-                .map_err(|err| Box::new(plain(StatusCode::BAD_REQUEST, err.to_string())))?,
+            Some(checked) => checked,
+            None => match self.rules.parse_query(req.uri().query()) {
+                Ok(channels) => {
+                    parsed = channels;
+                    &parsed
+                }
+                Err(err) => return State::ready(plain(StatusCode::BAD_REQUEST, err.to_string())),
+            },
         };
-        let last_event_id = last_event_id(req, self.max_last_event_id)
-            .map_err(|reason| Box::new(plain(StatusCode::BAD_REQUEST, reason)))?;
-        Ok(Subscribe {
-            service: self.clone(),
-            channels,
-            last_event_id,
-        })
+        let last_event_id = match last_event_id(req, self.max_last_event_id) {
+            Ok(id) => id,
+            Err(reason) => return State::ready(plain(StatusCode::BAD_REQUEST, reason)),
+        };
+        let stream = StreamSettings {
+            keep_alive: self.keep_alive,
+            deadline: req.extensions().get::<Deadline>().copied(),
+        };
+        match self
+            .broker
+            .subscribe_now(channels, last_event_id.as_deref())
+        {
+            Some(subscribed) => {
+                State::ready(self.answer(subscribed, channels, last_event_id.as_deref(), stream))
+            }
+            None => {
+                let service = self.clone();
+                let channels = channels.clone();
+                State::Subscribing {
+                    future: Box::pin(async move {
+                        let subscribed = match &last_event_id {
+                            Some(id) => service.broker.resume(&channels, id).await,
+                            None => service.broker.subscribe(&channels).await,
+                        };
+                        service.answer(subscribed, &channels, last_event_id.as_deref(), stream)
+                    }),
+                }
+            }
+        }
     }
-}
 
-/// What a stream request asked for, once read.
-struct Subscribe {
-    service: SseService,
-    channels: Channels,
-    last_event_id: Option<String>,
-}
-
-impl Subscribe {
-    async fn run(self) -> Response<SseBody> {
-        let Subscribe {
-            service,
-            channels,
-            last_event_id,
-        } = self;
-        let subscribed = match &last_event_id {
-            Some(id) => service.broker.resume(&channels, id).await,
-            None => service.broker.subscribe(&channels).await,
-        };
+    /// The response to a subscription, or to its refusal.
+    fn answer(
+        &self,
+        subscribed: Result<Subscription, SubscribeError>,
+        channels: &Channels,
+        last_event_id: Option<&str>,
+        stream: StreamSettings,
+    ) -> Response<SseBody> {
         let subscription = match subscribed {
             Ok(subscription) => subscription,
             Err(err) => {
@@ -276,12 +299,13 @@ impl Subscribe {
             }
         };
         tracing::debug!(channels = ?channels.iter().collect::<Vec<_>>(), ?last_event_id, "subscribe");
-        let first = match (subscription.resume(), &service.gap_event) {
+        let first = match (subscription.resume(), &self.gap_event) {
             (Resume::Gap, Some(event)) => Some(event.clone().data("gap").encode(None)),
             (Resume::Unknown, Some(event)) => Some(event.clone().data("unknown").encode(None)),
             _ => None,
         };
-        let mut res = Response::new(SseBody::stream(subscription, service.keep_alive, first));
+        let body = SseBody::stream(subscription, stream.keep_alive, first, stream.deadline);
+        let mut res = Response::new(body);
         let headers = res.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -293,8 +317,16 @@ impl Subscribe {
     }
 }
 
-/// The response future of [`SseService`]: ready at once with the in-process broker; with
-/// Redis, ready once the channels' Redis subscriptions are in place.
+/// What a stream's body is given besides its subscription.
+#[derive(Clone, Copy)]
+struct StreamSettings {
+    keep_alive: Option<Duration>,
+    deadline: Option<Deadline>,
+}
+
+/// The response future of [`SseService`]: ready at once with the in-process broker (the
+/// subscription is made in [`call`](tower::Service::call), and nothing is allocated for the
+/// future); with Redis, ready once the channels' Redis subscriptions are in place.
 ///
 /// ```
 /// # use tower::Service;
@@ -303,20 +335,53 @@ impl Subscribe {
 /// let future: ResponseFuture = service.call(http::Request::new(()));
 /// ```
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Response<SseBody>> + Send>>,
+    state: State,
+}
+
+/// Everything in it is `Unpin` (the backend's future is boxed), so it needs no projection.
+// The response inline: boxing it would be the allocation per request this type saves.
+#[allow(clippy::large_enum_variant)]
+enum State {
+    /// The response, until it is taken.
+    Ready { response: Option<Response<SseBody>> },
+    /// Subscribing through the backend. Boxed: an `async` block's type can't be named, and a
+    /// backend boxes its own futures anyway.
+    Subscribing {
+        future: Pin<Box<dyn Future<Output = Response<SseBody>> + Send>>,
+    },
+}
+
+impl State {
+    fn ready(response: Response<SseBody>) -> State {
+        State::Ready {
+            response: Some(response),
+        }
+    }
 }
 
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        let state = match &self.state {
+            State::Ready { response: Some(_) } => "ready",
+            State::Ready { response: None } => "done",
+            State::Subscribing { .. } => "subscribing",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
 impl Future for ResponseFuture {
     type Output = Result<Response<SseBody>, Infallible>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx).map(Ok)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            State::Ready { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            State::Subscribing { future } => future.as_mut().poll(cx).map(Ok),
+        }
     }
 }
 
@@ -360,17 +425,6 @@ fn last_event_id<B>(req: &Request<B>, max: usize) -> Result<Option<String>, Stri
     Ok((!id.is_empty()).then_some(id))
 }
 
-/// A short `text/plain` response: the error bodies of this crate.
-pub(crate) fn plain<B: From<bytes::Bytes>>(status: StatusCode, reason: String) -> Response<B> {
-    let mut res = Response::new(B::from(bytes::Bytes::from(reason)));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
-}
-
 impl<B> tower::Service<Request<B>> for SseService {
     type Response = Response<SseBody>;
     type Error = Infallible;
@@ -381,11 +435,9 @@ impl<B> tower::Service<Request<B>> for SseService {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let inner: Pin<Box<dyn Future<Output = _> + Send>> = match self.respond(&req) {
-            Ok(subscribe) => Box::pin(subscribe.run()),
-            Err(res) => Box::pin(ready(*res)),
-        };
-        ResponseFuture { inner }
+        ResponseFuture {
+            state: self.respond(&req),
+        }
     }
 }
 
@@ -557,6 +609,66 @@ mod tests {
         broker.close();
         let res = SseService::new(broker).oneshot(get("/")).await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// In process the subscription is made in `call`, and the future is ready at its first
+    /// poll, for an answer of every kind.
+    #[test]
+    fn in_process_the_future_is_ready_at_once() {
+        use std::task::Waker;
+        let broker = Broker::builder()
+            .id_base(0)
+            .max_subscribers_per_channel(1)
+            .build();
+        let mut service = SseService::new(broker.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut statuses = Vec::new();
+        let mut open = Vec::new();
+        for uri in ["/?channel=a", "/?channel=a", "/?channel=%ZZ"] {
+            let mut future = tower::Service::call(&mut service, get(uri));
+            assert_eq!(
+                format!("{future:?}"),
+                r#"ResponseFuture { state: "ready" }"#
+            );
+            let Poll::Ready(Ok(res)) = Pin::new(&mut future).poll(&mut cx) else {
+                panic!("{uri}: not ready");
+            };
+            assert_eq!(format!("{future:?}"), r#"ResponseFuture { state: "done" }"#);
+            statuses.push(res.status());
+            open.push(res);
+        }
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::BAD_REQUEST
+            ]
+        );
+        assert_eq!(broker.subscriber_count("a"), 1);
+        // Made before the future is polled: there is nothing left to wait for.
+        let _unpolled = tower::Service::call(&mut service, get("/?channel=b"));
+        assert_eq!(broker.subscriber_count("b"), 1);
+    }
+
+    /// A `Deadline` in the request's extensions (from the access layer, or any layer) ends the
+    /// stream then.
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_ends_at_the_requests_deadline() {
+        let broker = Broker::builder().id_base(0).build();
+        let start = tokio::time::Instant::now();
+        let mut req = get("/?channel=a");
+        req.extensions_mut()
+            .insert(Deadline(start + Duration::from_secs(20)));
+        let res = SseService::new(broker.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let mut body = res.into_body();
+        // Keep-alives at 15 s, then the end at 20 s.
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), ":\n\n");
+        assert_eq!(start.elapsed(), Duration::from_secs(15));
+        assert!(body.frame().await.is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
     }
 
     #[tokio::test]

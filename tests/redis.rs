@@ -42,9 +42,7 @@ async fn pause() {
 }
 
 async fn connect(url: &str, history: usize) -> Broker {
-    Broker::builder()
-        .history(history)
-        .connect_redis(url)
+    tower_sse::redis::connect(Broker::builder().history(history), url)
         .await
         .expect("connect to Redis")
 }
@@ -484,10 +482,7 @@ async fn data_loss_with_reused_ids_and_a_resumed_stream() {
 async fn data_loss_with_reused_ids_on_two_channels() {
     let mut redis = redis_server!();
     // A buffer for the whole backfill, which comes at once.
-    let b = Broker::builder()
-        .buffer(5000)
-        .history(5000)
-        .connect_redis(&redis.url())
+    let b = tower_sse::redis::connect(Broker::builder().buffer(5000).history(5000), &redis.url())
         .await
         .unwrap();
     let mut conn = redis.admin(&redis.url()).await;
@@ -629,7 +624,11 @@ async fn a_new_channel_while_redis_is_down_is_refused() {
     let mut old = Reader::new(b.subscribe(&channels(&b, "old")).await.unwrap());
     redis.kill();
     assert!(matches!(
-        guard("connect", Broker::builder().connect_redis(&redis.url())).await,
+        guard(
+            "connect",
+            tower_sse::redis::connect(Broker::builder(), &redis.url())
+        )
+        .await,
         Err(ConnectError { .. })
     ));
     assert!(matches!(

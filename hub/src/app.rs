@@ -1,33 +1,23 @@
 //! The hub's routes.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::Request,
     http::request::Parts,
     routing::{get, get_service, post},
 };
-use tower_http::{
-    limit::RequestBodyLimitLayer,
-    trace::{DefaultOnResponse, TraceLayer},
-};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use super::{
-    MAX_BODY,
     auth::authorize,
     health::{healthz, readyz},
     prometheus::scrape,
     publish::publish,
+    state::Hub,
 };
 use tower_sse::{AccessLayer, Broker, SseService};
-
-/// What the handlers share.
-#[derive(Clone, Debug)]
-pub(super) struct Hub {
-    pub(super) broker: Broker,
-    pub(super) token: Option<Arc<str>>,
-}
 
 /// The hub's routes: `GET /events`, `POST /publish`, `GET /healthz`, `GET /readyz` and
 /// `GET /metrics`, each request traced by its path only (the query may hold a token). `token`
@@ -64,13 +54,6 @@ pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) 
     traced(routes(&hub, keep_alive).merge(metrics_routes(&hub)))
 }
 
-impl Hub {
-    pub(super) fn new(broker: Broker, token: Option<String>) -> Hub {
-        let token = token.map(Arc::from);
-        Hub { broker, token }
-    }
-}
-
 /// Everything but `/metrics`, untraced.
 pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
     let guard = hub.token.clone();
@@ -89,13 +72,8 @@ pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
     let sse = SseService::new(hub.broker.clone()).keep_alive(keep_alive);
     Router::new()
         .route("/events", get_service(sse).route_layer(access))
-        .route(
-            "/publish",
-            post(publish).layer((
-                DefaultBodyLimit::disable(),
-                RequestBodyLimitLayer::new(MAX_BODY),
-            )),
-        )
+        // The handler reads the body itself, up to `MAX_BODY`.
+        .route("/publish", post(publish))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(hub.clone())

@@ -2,12 +2,15 @@
 
 use std::{error::Error, path::PathBuf};
 
-use clap::{Parser, builder::NonEmptyStringValueParser};
+use clap::{
+    Parser,
+    builder::{NonEmptyStringValueParser, RangedU64ValueParser},
+};
 use http::HeaderValue;
 
 use super::cors::origin;
 
-use tower_sse::Broker;
+use tower_sse::{Broker, ChannelRules};
 
 /// The hub's flags, as `tower-sse-hub --help` lists them. Each can also be set through the
 /// environment variable named in its `env` (for containers): `SSE_HUB_` and the flag's name in
@@ -22,6 +25,10 @@ use tower_sse::Broker;
 /// assert_eq!(args.bind, "127.0.0.1:8080");
 /// assert_eq!(args.token.as_deref(), Some("s3cret"));
 /// assert_eq!((args.keep_alive, args.history), (15, 100));
+/// // The broker's limits, the library's defaults.
+/// assert_eq!(args.max_subscribers, 100_000);
+/// assert_eq!(args.max_subscribers_per_channel, 20_000);
+/// assert_eq!(args.max_channels, 32);
 /// ```
 #[derive(Debug, Parser)]
 #[command(
@@ -91,6 +98,36 @@ pub struct Args {
         default_value_t = 64 * 1024 * 1024
     )]
     pub max_retained_bytes: usize,
+    /// Streams open at once, in all (a stream on several channels counts once); past it, a
+    /// new stream gets 503 with Retry-After. Each holds a socket and memory: size it, and
+    /// `ulimit -n`, for the machine.
+    #[arg(
+        long,
+        env = "SSE_HUB_MAX_SUBSCRIBERS",
+        value_name = "N",
+        default_value_t = 100_000,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_subscribers: usize,
+    /// Streams one channel takes at once, so that one channel can't take them all; past it,
+    /// a new stream on it gets 503 with Retry-After.
+    #[arg(
+        long,
+        env = "SSE_HUB_MAX_SUBSCRIBERS_PER_CHANNEL",
+        value_name = "N",
+        default_value_t = 20_000,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_subscribers_per_channel: usize,
+    /// Channels one stream may name (`?channel=a,b`); more is a 400.
+    #[arg(
+        long,
+        env = "SSE_HUB_MAX_CHANNELS",
+        value_name = "N",
+        default_value_t = 32,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    pub max_channels: usize,
     /// An origin whose pages may subscribe and publish, with credentials (`EventSource(url,
     /// {withCredentials: true})`, `fetch(url, {credentials: 'include'})`), as
     /// `scheme://host[:port]`; repeatable. Not `*`: credentials need exact origins.
@@ -116,7 +153,7 @@ pub struct Args {
     #[arg(long, env = "SSE_HUB_METRICS_BIND", value_name = "ADDR")]
     pub metrics_bind: Option<String>,
 
-    // HTTPS and HTTP/2 (src/hub/tls.rs, src/hub/connections.rs).
+    // HTTPS and HTTP/2 (hub/src/tls.rs, hub/src/connections.rs).
     /// PEM certificate chain: serve HTTPS, HTTP/2 or HTTP/1.1 as ALPN selects (with
     /// --tls-key). Without it: plain HTTP/1.1, and HTTP/2 by prior knowledge (h2c).
     #[arg(
@@ -147,8 +184,8 @@ pub struct Args {
 }
 
 /// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
-/// `REDIS_URL` (flask-sse's names). With the `redis` feature, [`run`](super::run) passes the
-/// two variables as `tower_sse::redis::url_from_env` reads them, already in that order.
+/// `REDIS_URL` (flask-sse's names). [`run`](super::run) passes the two variables as
+/// `tower_sse::redis::url_from_env` reads them, already in that order.
 ///
 /// ```
 /// use tower_sse_hub::redis_url;
@@ -190,14 +227,17 @@ pub fn redis_url(
 pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
     let builder = Broker::builder()
         .history(args.history)
-        .max_retained_bytes(args.max_retained_bytes);
+        .max_retained_bytes(args.max_retained_bytes)
+        .max_subscribers(args.max_subscribers)
+        .max_subscribers_per_channel(args.max_subscribers_per_channel)
+        .channel_rules(ChannelRules::default().max_channels(args.max_channels));
     match &args.redis_url {
         None => Ok(builder.build()),
         #[cfg(feature = "redis")]
-        Some(url) => Ok(builder.connect_redis(url).await?),
+        Some(url) => Ok(tower_sse::redis::connect(builder, url).await?),
         #[cfg(not(feature = "redis"))]
         Some(_) => Err("the Redis backend needs the `redis` feature: \
-                        cargo install --path . --features hub,redis"
+                        cargo install --path hub --features redis"
             .into()),
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::{extract::State, http::StatusCode};
 
-use super::app::Hub;
+use super::state::Hub;
 use tower_sse::Broker;
 
 /// Whether the hub should get new streams ([`Broker::is_ready`]): not while it drains (after a

@@ -1,14 +1,14 @@
 //! The standalone hub: publish over HTTP, subscribe with `EventSource`, without writing Rust.
-//! Feature `hub`; the `tower-sse-hub` binary (`cargo install --path . --features hub`) is
-//! [`main`].
+//! The `tower-sse-hub` binary (`cargo install --path hub`) is [`main`].
 //!
 //! - `GET /events?channel=A&channel=B`: the event stream (default channel `sse`); resumes from
 //!   the `Last-Event-ID` header or the `lastEventId` query parameter. With `--token`, channels
 //!   named `private.*` need the token: `401` without one, `403` with a wrong one, and then no
 //!   stream at all, whatever other channels the request names.
 //! - `POST /publish?channel=A&event=TYPE&id=ID&retry=MS`, body = the event's data (UTF-8, at
-//!   most [`MAX_BODY`]): answers `{"id": "..."}`. With `--token`, publishing always needs the
-//!   token. Bad input is a `4xx` with a `text/plain` reason and publishes nothing.
+//!   most [`MAX_BODY`], else `413`): answers `{"id": "..."}`. With `--token`, publishing
+//!   always needs the token. Bad input is a `4xx` with a `text/plain` reason and publishes
+//!   nothing.
 //! - `GET /healthz`: `ok` (liveness). `GET /readyz`: `ready`, or `503` while the hub drains or
 //!   its backend is unreachable (see [`ready`]).
 //! - `GET /metrics`: Prometheus text format (see [`tower_sse::metrics`]); with `--token`, it needs
@@ -49,10 +49,12 @@ mod auth;
 mod connections;
 mod cors;
 mod health;
+mod linger;
 mod prometheus;
 mod protect;
 mod publish;
 mod serve;
+mod state;
 mod tls;
 
 use std::process::ExitCode;

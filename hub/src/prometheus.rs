@@ -9,7 +9,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use super::{app::Hub, auth::authorize};
+use super::{auth::authorize, state::Hub};
 
 /// The process's Prometheus recorder, installed on the first call. Call it before building
 /// the broker: the broker takes its metric handles when it is built. No series per channel

@@ -4,20 +4,26 @@ use std::time::Duration;
 
 use axum::{
     Json,
-    body::Bytes,
-    extract::{FromRequest, Request, State},
+    body::{Body, Bytes},
+    extract::{Request, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use http_body::Body as _;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::{app::Hub, auth::authorize};
+use super::{auth::authorize, state::Hub};
 use tower_sse::{
     Event,
     access::Denied,
     channel::{form_decode, query_pairs},
 };
 
-/// The largest event data `POST /publish` takes: 1 MiB. A larger body is a `413`.
+/// The largest event data `POST /publish` takes: 1 MiB. A larger body is a `413`, told by its
+/// `Content-Length` before any of it is read, or once 1 MiB has been read of a body without
+/// one. The hub discards what it did not read as it closes the connection, so that a client
+/// that sends the whole body before it reads gets the `413` rather than a reset (see
+/// [`Server`](super::Server)).
 ///
 /// ```
 /// assert_eq!(tower_sse_hub::MAX_BODY, 1024 * 1024);
@@ -45,9 +51,7 @@ async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
     }
     let params = PublishParams::parse(req.uri().query().unwrap_or("")).map_err(bad_request)?;
     // Reading the body after the checks: a refused request costs no buffering.
-    let body = Bytes::from_request(req, &())
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let body = read_body(req.into_body()).await?;
     let data = String::from_utf8(body.into()).map_err(|_| bad_request("body is not UTF-8"))?;
     let mut event = Event::default().data(data);
     if let Some(kind) = params.event {
@@ -103,6 +107,21 @@ impl PublishParams {
             params.retry = Some(Duration::from_millis(ms));
         }
         Ok(params)
+    }
+}
+
+/// The body, up to [`MAX_BODY`] bytes; past it, a `413`.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, "body is over 1 MiB").into_response();
+    // Content-Length: refused before anything is read.
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        // The client went away, or sent a malformed chunk.
+        Err(err) => Err(bad_request(format!("body could not be read: {err}"))),
     }
 }
 

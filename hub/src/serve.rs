@@ -15,9 +15,11 @@ use tokio::{
 
 use super::{
     Args, Server,
-    app::{Hub, metrics_routes, routes, traced},
+    app::{metrics_routes, routes, traced},
     args::redis_url,
-    broker, cors, metrics, protect, tls_config,
+    broker, cors, metrics, protect,
+    state::Hub,
+    tls_config,
 };
 use tower_sse::Broker;
 
@@ -130,7 +132,9 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// The hub as the `tower-sse-hub` binary runs it: the broker the flags ask for, [`app`](super::app) on
 /// `--bind` (with [`cors`] for `--cors-origin`, and `/metrics` on `--metrics-bind` instead
 /// if given), served by a [`Server`] (HTTPS with `--tls-cert` and `--tls-key`, else HTTP/1.1
-/// and h2c), until Ctrl-C or SIGTERM. Logs `hub listening address=...` once it listens.
+/// and h2c), until Ctrl-C or SIGTERM, then drained over `--drain-secs` ([`shutdown`]), each
+/// connection closed as its streams end ([`Server::serve_with_drain`]). Logs `hub listening
+/// address=...` once it listens.
 ///
 /// # Errors
 ///
@@ -150,17 +154,9 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     let addrs: Vec<SocketAddr> = lookup_host(&args.bind).await?.collect();
     protect::check(&args, &addrs)?;
-    // The environment as the crate reads it. Without the `redis` feature the crate has no
-    // `redis` module: the hub reads the same variables, so that a URL there is refused, not
-    // ignored.
-    #[cfg(feature = "redis")]
-    let env = (tower_sse::redis::url_from_env(), None);
-    #[cfg(not(feature = "redis"))]
-    let env = (
-        std::env::var("SSE_REDIS_URL").ok(),
-        std::env::var("REDIS_URL").ok(),
-    );
-    args.redis_url = redis_url(args.redis_url, env.0, env.1);
+    // The environment as the crate reads it, also without the `redis` feature, so that a URL
+    // there is refused, not ignored.
+    args.redis_url = redis_url(args.redis_url, tower_sse::redis::url_from_env(), None);
     metrics();
     let mut server = Server::new().max_streams_per_connection(args.max_streams_per_connection);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -194,14 +190,21 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     if !args.cors_origin.is_empty() {
         main = main.layer(cors(&args.cors_origin));
     }
-    // One signal for both listeners: it closes the broker, which ends the streams.
+    // The signal starts the drain: the main server hears of it first, so that it closes each
+    // connection as its streams end (HTTP/2: `GOAWAY` at once). Once the drain is over (the
+    // broker closed), both servers stop.
+    let (drain_started, draining) = watch::channel(false);
     let (stop, stopped) = watch::channel(false);
     let stopping = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let drain = Duration::from_secs(args.drain_secs);
     tokio::spawn(async move {
-        shutdown(broker, drain, shutdown_signal()).await;
+        let signal = async move {
+            shutdown_signal().await;
+            drain_started.send_replace(true);
+        };
+        shutdown(broker, drain, signal).await;
         stop.send_replace(true);
     });
     let exit_grace = {
@@ -220,7 +223,12 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     // Not `axum::serve`, which has no TLS; the router is cloned per connection, not rebuilt.
     let main_server = async move {
         server
-            .serve(listener, traced(main), stopping(stopped))
+            .serve_with_drain(
+                listener,
+                traced(main),
+                stopping(draining),
+                stopping(stopped),
+            )
             .await;
         Ok(())
     };

@@ -8,6 +8,9 @@
 //! next instance in the same second. A new stream during the drain gets a `503` whose `Retry-After`
 //! varies. The only timed assertions are the bounds the drain promises: every stream ended
 //! within the window plus [`DRAIN_GRACE`] and a slack, spread over most of the window.
+//!
+//! The hub as shipped closes an HTTP/1.1 connection once its stream's drained end has come,
+//! rather than keep it for a proxy's pool to send a new stream down it (and get the `503`).
 
 #[path = "support/hub_process.rs"]
 mod hub_process;
@@ -19,7 +22,12 @@ use tower_sse_test_support as support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io,
     net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -91,25 +99,34 @@ struct Ended {
     body: String,
 }
 
-/// Reads a stream to its chunked end (timed), then to the connection's close, which must
-/// follow with nothing more.
-async fn read_to_end(mut socket: TcpStream, mut bytes: Vec<u8>) -> Result<Ended, String> {
+/// Reads a stream to its chunked end (timed), the body's first bytes in `bytes`.
+async fn body_end(socket: &mut TcpStream, mut bytes: Vec<u8>) -> Result<Ended, String> {
     let mut chunk = [0; 4096];
-    let (at, body) = loop {
+    loop {
         if let Some(body) = dechunk(&bytes)? {
-            break (Instant::now(), body);
+            return Ok(Ended {
+                at: Instant::now(),
+                body,
+            });
         }
         let n = socket.read(&mut chunk).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err(format!("closed before the body's end: {bytes:?}"));
         }
         bytes.extend_from_slice(&chunk[..n]);
-    };
+    }
+}
+
+/// Reads a stream to its chunked end (timed), then to the connection's close, which must
+/// follow with nothing more.
+async fn read_to_end(mut socket: TcpStream, bytes: Vec<u8>) -> Result<Ended, String> {
+    let ended = body_end(&mut socket, bytes).await?;
+    let mut chunk = [0; 4096];
     let n = socket.read(&mut chunk).await.map_err(|e| e.to_string())?;
     if n != 0 {
         return Err(format!("after the body's end: {:?}", &chunk[..n]));
     }
-    Ok(Ended { at, body })
+    Ok(ended)
 }
 
 /// Opens [`STREAMS`] streams, [`BATCH`] at a time, checks each head with `check_head`, and
@@ -321,4 +338,109 @@ async fn sigterm_to_the_hub_ends_two_thousand_streams_spread_over_its_drain() {
     assert!(slots.len() >= 10, "ends in {} slots only", slots.len());
     let bound = WINDOW + DRAIN_GRACE + hub::EXIT_GRACE + SLACK;
     assert!(exited < bound, "exited after {exited:?}, past {bound:?}");
+}
+
+/// Streams on keep-alive connections in [`a_drained_stream_closes_its_keep_alive_connection`].
+const KEPT: usize = 8;
+
+/// `request` on a new connection: the whole answer, to the connection's close.
+async fn once(addr: SocketAddr, request: &str) -> String {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    guard("the answer and the close", socket.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The hub as shipped, its streams on HTTP/1.1 keep-alive connections (as a proxy keeps its
+/// upstream connections in a pool): once a stream's drained end has come, the hub closes its
+/// connection, while the other streams still run, so that nothing can send a new stream down
+/// it and get the drain's `503` (which ends an `EventSource` for good). A second request sent
+/// on it anyway gets no answer: the connection is closed. A new connection meanwhile is
+/// served its request (a new stream gets the `503`), then closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_stream_closes_its_keep_alive_connection() {
+    let hub = hub_process::HubProcess::start(&["--drain-secs", "3"]).await;
+    let addr = hub.addr();
+    let request = format!("GET /events?channel=kept HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut opened = Vec::new();
+    for _ in 0..KEPT {
+        let mut socket = TcpStream::connect(addr).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let (head, bytes) = guard("a stream's head", read_head(&mut socket)).await;
+        assert!(head.starts_with("http/1.1 200 "), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        opened.push((socket, bytes));
+    }
+    guard("every stream subscribed", async {
+        while hub.metric("sse_subscribers").await < KEPT as f64 {
+            hub_process::pause().await;
+        }
+    })
+    .await;
+
+    hub.signal(libc::SIGTERM);
+    // How many streams have come to their end.
+    let ended = Arc::new(AtomicUsize::new(0));
+    let mut reading = JoinSet::new();
+    for (mut socket, bytes) in opened {
+        let (ended, request) = (ended.clone(), request.clone());
+        reading.spawn(async move {
+            let end = body_end(&mut socket, bytes).await;
+            let order = ended.fetch_add(1, Ordering::SeqCst);
+            // What a pool would do with a connection it holds: send the next request.
+            let _ = socket.write_all(request.as_bytes()).await;
+            let mut reply = [0; 1024];
+            let reply = socket
+                .read(&mut reply)
+                .await
+                .map(|n| String::from_utf8_lossy(&reply[..n]).into_owned());
+            // The streams still running once this connection answered (or closed).
+            let running = KEPT - ended.load(Ordering::SeqCst);
+            (order, end, reply, running)
+        });
+    }
+    // Once the drain has started, a new connection is answered, then closed.
+    let ready = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    guard("the drain's start", async {
+        while !once(addr, &ready).await.starts_with("HTTP/1.1 503 ") {
+            hub_process::pause().await;
+        }
+    })
+    .await;
+    for _ in 0..REFUSED {
+        let answer = once(addr, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer:?}");
+        assert!(answer.ends_with("broker is draining"), "{answer:?}");
+    }
+    while let Some(read) = guard("streams ending", reading.join_next()).await {
+        let (order, end, reply, running) = read.unwrap();
+        let ended = end.unwrap_or_else(|err| panic!("stream {order}: {err}"));
+        let last = blocks(&ended.body).pop().unwrap_or_default();
+        assert!(last.starts_with("retry: "), "no retry: {:?}", ended.body);
+        match reply {
+            Ok(reply) => assert!(
+                reply.is_empty(),
+                "stream {order}: the next request on its connection was answered: {reply:?}"
+            ),
+            Err(err) => assert!(
+                matches!(
+                    err.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                ),
+                "stream {order}: {err}"
+            ),
+        }
+        // Closed at once, not once the drain is over: the other streams' moments are spread
+        // over the window, so all coming in the same instant is out of the question.
+        if order == 0 {
+            assert!(
+                running > 0,
+                "the first stream's connection was held open until every stream had ended"
+            );
+        }
+    }
 }

@@ -418,3 +418,49 @@ async fn the_binary_ends_its_streams_on_sigterm_and_exits_0() {
     }
     assert!(status.success(), "{status}");
 }
+
+/// The binary as shipped, over h2c: the drain's start sends `GOAWAY` on each HTTP/2
+/// connection, so that a proxy opens no new stream on it to be refused with the drain's `503`
+/// (which ends an `EventSource` for good); the streams open on it go on until their moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_sends_goaway_and_open_streams_go_on() {
+    // A long window: each stream's moment is most likely minutes away, this test a second.
+    let hub = HubProcess::start(&["--drain-secs", "600"]).await;
+    let mut h2 = H2::connect(hub.addr(), Transport::H2c, None).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(h2.subscribe("/events?channel=goaway").await);
+    }
+    hub.signal(libc::SIGTERM);
+    // New streams are served until the client has the GOAWAY, then refused by the client
+    // itself: they never reach the hub. Without a GOAWAY, this waits for ever (the guard).
+    let refused = guard("a GOAWAY", async {
+        loop {
+            match h2.try_get("/healthz").await {
+                Ok(res) => assert_eq!(Stream::new(res).rest().await, "ok"),
+                Err(refused) => break refused,
+            }
+        }
+    })
+    .await;
+    eprintln!("a new stream after the drain's start: {refused}");
+    // The streams already open go on: an event published now reaches each, but one whose
+    // moment came meanwhile (then it ended cleanly, after the drain's `retry:`).
+    hub.publish("channel=goaway", "after the GOAWAY").await;
+    let mut got = 0;
+    for mut stream in streams {
+        let block = stream
+            .event()
+            .await
+            .expect("an event, or the drain's retry:");
+        if block.starts_with("retry: ") {
+            continue;
+        }
+        assert_eq!(data(&block), "after the GOAWAY");
+        got += 1;
+    }
+    assert!(
+        got > 0,
+        "every stream's moment came in the first second of 600"
+    );
+}

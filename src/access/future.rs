@@ -1,4 +1,5 @@
-//! [`ResponseFuture`]: runs the checks one channel after another, then the inner service.
+//! [`ResponseFuture`]: runs the checks one channel after another, gathering their grants, then
+//! the inner service.
 
 use std::{
     future::Future,
@@ -11,7 +12,7 @@ use http::{Request, Response, request::Parts};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::AccessPolicy;
+use super::{AccessPolicy, Grant};
 use crate::channel::Channels;
 
 pin_project! {
@@ -52,6 +53,8 @@ struct Pending<S, P, B> {
     channels: Channels,
     /// Index of the channel being checked.
     next: usize,
+    /// What the checks so far handed on.
+    grant: Grant,
 }
 
 impl<S, P, B> ResponseFuture<S, P, B>
@@ -86,6 +89,7 @@ where
                 body,
                 channels,
                 next: 0,
+                grant: Grant::default(),
             }),
         }
     }
@@ -104,15 +108,19 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Check { check } => {
-                    if let Err(denied) = ready!(check.poll(cx)) {
-                        tracing::debug!(%denied, status = denied.status().as_u16(), "access denied");
-                        crate::metrics::denied(denied.status());
-                        *this.pending = None;
-                        return Poll::Ready(Ok(denied.into_response()));
-                    }
+                    let grant = match ready!(check.poll(cx)) {
+                        Ok(grant) => grant,
+                        Err(denied) => {
+                            tracing::debug!(%denied, status = denied.status().as_u16(), "access denied");
+                            crate::metrics::denied(denied.status());
+                            *this.pending = None;
+                            return Poll::Ready(Ok(denied.into_response()));
+                        }
+                    };
                     let Some(pending) = this.pending.as_mut() else {
                         unreachable!("a check always has its pending request")
                     };
+                    pending.grant.merge(grant.into());
                     pending.next += 1;
                     if let Some(channel) = pending.channels.iter().nth(pending.next) {
                         let check = pending.policy.check(&pending.parts, channel);
@@ -124,12 +132,15 @@ where
                         mut parts,
                         body,
                         channels,
+                        grant,
                         ..
                     }) = this.pending.take()
                     else {
                         unreachable!("checked just above")
                     };
-                    // The inner service subscribes to exactly the list that was checked.
+                    grant.apply(&mut parts.extensions);
+                    // The inner service subscribes to exactly the list that was checked: put
+                    // last, so no grant replaces it.
                     parts.extensions.insert(channels);
                     let future = inner.call(Request::from_parts(parts, body));
                     this.state.set(State::Inner { future });
@@ -141,5 +152,162 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use http::StatusCode;
+    use tokio::time::Instant;
+    use tower::{ServiceExt, service_fn};
+
+    use crate::{
+        access::{Access, Denied},
+        body::Deadline,
+        channel::ChannelRules,
+    };
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct User(String);
+
+    /// What the inner service saw of the request's extensions.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen {
+        user: Option<User>,
+        deadline: Option<Deadline>,
+        channels: Option<Vec<String>>,
+    }
+
+    fn inner(
+        seen: Arc<Mutex<Vec<Seen>>>,
+    ) -> impl Service<
+        Request<()>,
+        Response = Response<Bytes>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        service_fn(move |req: Request<()>| {
+            let ext = req.extensions();
+            seen.lock().unwrap().push(Seen {
+                user: ext.get::<User>().cloned(),
+                deadline: ext.get::<Deadline>().copied(),
+                channels: ext
+                    .get::<Channels>()
+                    .map(|c| c.iter().map(str::to_owned).collect()),
+            });
+            std::future::ready(Ok::<_, Infallible>(Response::new(Bytes::new())))
+        })
+    }
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grants_reach_the_inner_service_merged() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let now = Instant::now();
+        let policy = move |_: &Parts, channel: &str| {
+            let channel = channel.to_owned();
+            async move {
+                let secs = if channel == "b" { 5 } else { 10 };
+                let mut grant = Grant::default()
+                    .extension(User(channel))
+                    .until(now + Duration::from_secs(secs));
+                if secs == 10 {
+                    // A grant can't change what the stream subscribes to.
+                    let other = ChannelRules::default().channels(["evil"]).unwrap();
+                    grant = grant.extension(other);
+                }
+                Ok::<_, Denied>(grant)
+            }
+        };
+        let res = Access::new(inner(seen.clone()), policy)
+            .oneshot(get("/?channel=a,b,c"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Seen {
+                user: Some(User("c".into())),
+                deadline: Some(Deadline(now + Duration::from_secs(5))),
+                channels: Some(vec!["a".into(), "b".into(), "c".into()]),
+            }]
+        );
+    }
+
+    /// A deadline a layer before put in the request stays when it is earlier.
+    #[tokio::test(start_paused = true)]
+    async fn the_earliest_deadline_wins() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let now = Instant::now();
+        let policy = move |_: &Parts, _: &str| async move {
+            Ok::<_, Denied>(Grant::default().until(now + Duration::from_secs(5)))
+        };
+        let service = Access::new(inner(seen.clone()), policy);
+        for secs in [1, 9] {
+            let mut req = get("/");
+            req.extensions_mut()
+                .insert(Deadline(now + Duration::from_secs(secs)));
+            service.clone().oneshot(req).await.unwrap();
+        }
+        let deadlines: Vec<_> = seen.lock().unwrap().iter().map(|s| s.deadline).collect();
+        assert_eq!(
+            deadlines,
+            [
+                Some(Deadline(now + Duration::from_secs(1))),
+                Some(Deadline(now + Duration::from_secs(5)))
+            ]
+        );
+    }
+
+    /// A plain "yes" adds nothing but the channels.
+    #[tokio::test]
+    async fn a_plain_yes_hands_on_nothing() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let policy = |_: &Parts, _: &str| async { Ok::<_, Denied>(()) };
+        Access::new(inner(seen.clone()), policy)
+            .oneshot(get("/?channel=a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Seen {
+                channels: Some(vec!["a".into()]),
+                ..Seen::default()
+            }]
+        );
+    }
+
+    /// A denial after a grant: the inner service is never called.
+    #[tokio::test]
+    async fn a_denial_drops_the_grants_so_far() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let policy = |_: &Parts, channel: &str| {
+            let allowed = channel == "a";
+            async move {
+                if allowed {
+                    Ok(Grant::default().extension(User("a".into())))
+                } else {
+                    Err(Denied::forbidden("no"))
+                }
+            }
+        };
+        let res = Access::new(inner(seen.clone()), policy)
+            .oneshot(get("/?channel=a,b"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(res.body(), "no");
+        assert!(seen.lock().unwrap().is_empty());
     }
 }

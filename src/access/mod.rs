@@ -9,7 +9,10 @@
 //!    the first [`Denied`], which is answered with its status (401, 403, ...) and reason: the
 //!    inner service is never called and no stream starts;
 //! 3. passes the request on with the checked [`Channels`] in its extensions, and the stream
-//!    subscribes to exactly that list.
+//!    subscribes to exactly that list; with it, what the checks' [`Grant`]s hand on: values
+//!    the policy learned (the user, their scopes) and the earliest [`Deadline`] (a token's
+//!    expiry), at which [`SseService`](crate::SseService) ends the stream cleanly, so that the
+//!    browser reconnects and is checked again.
 //!
 //! So no query trick can reach a channel the policy did not see: `?channel=public&channel=private.x`
 //! checks both, `private%2Ex` is checked as `private.x`, and a name with spaces or control
@@ -26,14 +29,17 @@
 //!
 //! [`ChannelRules::parse_query`]: crate::ChannelRules::parse_query
 //! [`Channels`]: crate::Channels
+//! [`Deadline`]: crate::body::Deadline
 
 mod future;
+mod grant;
 mod layer;
 mod policy;
 mod service;
 
 pub use self::{
     future::ResponseFuture,
+    grant::Grant,
     layer::AccessLayer,
     policy::{AccessPolicy, Denied},
     service::Access,

@@ -1,18 +1,21 @@
-//! [`AccessPolicy`]: the check, and [`Denied`]: its "no".
+//! [`AccessPolicy`]: the check, and [`Denied`]: its "no" (its "yes" is a [`Grant`]).
 
 use std::{borrow::Cow, fmt, future::Future};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header, request::Parts};
 
-use crate::service::plain;
+use super::Grant;
+use crate::response::plain;
 
 /// Decides whether a request may subscribe to one channel.
 ///
 /// [`Access`](super::Access) calls [`check`](AccessPolicy::check) once for every channel the
-/// request names, in the order named, and stops at the first [`Denied`]. Closures
-/// `FnMut(&Parts, &str) -> impl Future<Output = Result<(), Denied>>` are policies: copy what the
-/// future needs out of the request parts before the `async` block.
+/// request names, in the order named, and stops at the first [`Denied`]. A "yes" is `Ok(())`,
+/// or `Ok(grant)` to hand the service what the check learned (see [`Grant`]). Closures
+/// `FnMut(&Parts, &str) -> impl Future<Output = Result<G, Denied>>`, with `G` `()` or
+/// [`Grant`], are policies: copy what the future needs out of the request parts before the
+/// `async` block.
 ///
 /// ```
 /// use http::request::Parts;
@@ -22,6 +25,7 @@ use crate::service::plain;
 /// struct PublicOnly;
 ///
 /// impl AccessPolicy for PublicOnly {
+///     type Grant = ();
 ///     type Future = std::future::Ready<Result<(), Denied>>;
 ///
 ///     fn check(&mut self, _parts: &Parts, channel: &str) -> Self::Future {
@@ -34,18 +38,23 @@ use crate::service::plain;
 /// }
 /// ```
 pub trait AccessPolicy: Clone {
+    /// What an allowed check hands on: `()` for nothing, or a [`Grant`].
+    type Grant: Into<Grant>;
+
     /// The future of one check.
-    type Future: Future<Output = Result<(), Denied>>;
+    type Future: Future<Output = Result<Self::Grant, Denied>>;
 
     /// Starts checking whether the request with these `parts` may subscribe to `channel`.
     fn check(&mut self, parts: &Parts, channel: &str) -> Self::Future;
 }
 
-impl<F, Fut> AccessPolicy for F
+impl<F, Fut, G> AccessPolicy for F
 where
     F: FnMut(&Parts, &str) -> Fut + Clone,
-    Fut: Future<Output = Result<(), Denied>>,
+    Fut: Future<Output = Result<G, Denied>>,
+    G: Into<Grant>,
 {
+    type Grant = G;
     type Future = Fut;
 
     fn check(&mut self, parts: &Parts, channel: &str) -> Fut {

@@ -7,7 +7,7 @@ use http::{Request, Response, StatusCode};
 use tower::Service;
 
 use super::{AccessPolicy, future::ResponseFuture};
-use crate::{channel::ChannelRules, service::plain};
+use crate::{channel::ChannelRules, response::plain};
 
 /// Checks every channel a request names with an [`AccessPolicy`]; see [`AccessLayer`](super::AccessLayer).
 ///

@@ -5,8 +5,11 @@
 //! process. With one (Redis, feature `redis`), the broker hands the event to the
 //! [`Backend`], which stores and spreads it; the backend then brings every instance's events
 //! back into the local rings through an [`Inbound`] handle, which is all it ever sees of the
-//! broker. So the broker names no backend, and a backend names nothing of the broker: both
-//! speak in the plain types of this module.
+//! broker. So the broker names no backend, and a backend's side of the seam names nothing of
+//! the broker: both speak in the plain types of this module. They meet in the backend's
+//! connect step (`redis::connect`), which connects the backend, then builds the broker on it
+//! from the application's [`BrokerBuilder`](crate::BrokerBuilder) and hands the backend its
+//! [`Inbound`] handle.
 //!
 //! A backend has its own sequence numbers (one counter shared by every instance); the
 //! broker gives each event it receives a local order number of its own as well, so that
@@ -22,8 +25,7 @@ use bytes::Bytes;
 
 use crate::{error::BoxError, event::Event};
 
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+// There without the feature too, for `redis::url_from_env` alone.
 pub mod redis;
 
 /// A future a backend returns, boxed so that [`Backend`] can be a trait object.
@@ -33,7 +35,8 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Stores and spreads `event` on `channel`; returns its id (the publisher's, or the one
     /// the backend assigned). The event has been validated. An error is an
-    /// [`OutcomeUnknown`] when the event may have been published all the same.
+    /// [`OutcomeUnknown`](crate::error::OutcomeUnknown) when the event may have been published
+    /// all the same.
     fn publish<'a>(
         &'a self,
         channel: &'a str,
@@ -86,25 +89,6 @@ pub(crate) struct Replay {
     pub(crate) snapshot: u64,
     /// The encoded events to replay, in order.
     pub(crate) events: Vec<Bytes>,
-}
-
-/// A publish sent to the backend that got no answer in time (or lost its connection on the
-/// way): the event may or may not have been published. The broker answers it with
-/// [`PublishError::Unknown`](crate::PublishError::Unknown) rather than `Backend`.
-#[derive(Debug)]
-pub(crate) struct OutcomeUnknown(pub(crate) BoxError);
-
-impl std::fmt::Display for OutcomeUnknown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&self.0, f)
-    }
-}
-
-/// Transparent: says what went wrong, as the error it wraps.
-impl std::error::Error for OutcomeUnknown {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
 }
 
 /// The broker was dropped: the backend's task can stop.

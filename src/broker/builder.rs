@@ -2,7 +2,8 @@
 //!
 //! The defaults are safe to expose to the internet (see the crate's Limits table): every
 //! resource a client can take is bounded, and past a bound the answer is a clean refusal.
-//! `build` and `connect_redis` are with the [`Broker`](crate::Broker) they make.
+//! `build` is with the [`Broker`](crate::Broker) it makes; a backend's connect step (such as
+//! `redis::connect`, feature `redis`) is with its backend.
 
 use crate::channel::ChannelRules;
 
@@ -224,5 +225,11 @@ impl BrokerBuilder {
     pub fn channel_rules(mut self, rules: ChannelRules) -> Self {
         self.rules = rules;
         self
+    }
+
+    /// The [history](BrokerBuilder::history) set: a backend keeps as much per channel.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
+    pub(crate) fn get_history(&self) -> usize {
+        self.history
     }
 }

@@ -1,22 +1,16 @@
-//! A drain's plan ([`Broker::drain`](crate::Broker::drain)), each stream's [`Turn`] in it, and
-//! the cheap random numbers that spread them.
+//! A drain's plan ([`Broker::drain`](crate::Broker::drain)) and each stream's [`Turn`] in it,
+//! drawn at random (`src/random.rs`) so that the ends and reconnects spread out.
 //!
 //! Nothing here costs an idle stream anything before a drain: the plan is one per broker, and
 //! a stream draws its turn (one small allocation) the first time it is polled after the drain
 //! started. The broker wakes every waiting stream once, at the start; from then on each stream
 //! waits on its own timer (its body's keep-alive timer, see `src/body.rs`).
 
-use std::{
-    collections::hash_map::RandomState,
-    hash::BuildHasher,
-    sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use tokio::{sync::Notify, time::Instant};
+
+use crate::random::{below, between};
 
 /// How long after its window a [`Broker::drain`](crate::Broker::drain) waits at most for the
 /// last streams to end before it closes the broker: 1 s.
@@ -81,40 +75,9 @@ impl Plan {
     }
 }
 
-/// A uniform random number in `lo..=hi` (`lo <= hi`).
-pub(crate) fn between(lo: u64, hi: u64) -> u64 {
-    lo + below((hi - lo).saturating_add(1))
-}
-
-/// A uniform random number in `0..n` (0 for `n == 0`), by the multiply-shift method (no modulo
-/// bias worth the name: at most `n / 2^64`).
-fn below(n: u64) -> u64 {
-    ((u128::from(random()) * u128::from(n)) >> 64) as u64
-}
-
-/// A random `u64`: a counter hashed with SipHash under keys std draws from the OS once per
-/// process. Not for secrets; enough to spread thousands of streams, without a dependency.
-fn random() -> u64 {
-    static KEYS: OnceLock<RandomState> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    KEYS.get_or_init(RandomState::new)
-        .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn between_stays_in_range_and_reaches_both_ends() {
-        let drawn: Vec<u64> = (0..1000).map(|_| between(1, 3)).collect();
-        assert!(drawn.iter().all(|n| (1..=3).contains(n)));
-        for n in 1..=3 {
-            assert!(drawn.contains(&n), "{n} never drawn");
-        }
-        assert_eq!(between(7, 7), 7);
-        assert_eq!(below(0), 0);
-    }
 
     /// Ends spread over the window, reconnects over the window after it and the grace.
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,8 @@
 //! How a subscription joins its channels: the broker's rules and limits, a slot in each ring,
 //! the point a `Last-Event-ID` resumes from, and through a backend, the remote replay.
+//!
+//! Functions of the broker's [`Shared`] state, not methods: `Shared`'s own methods (what the
+//! handles and subscriptions share, and the publish path) are all in `shared.rs`.
 
 use std::sync::Arc;
 
@@ -15,120 +18,119 @@ use crate::{
     sync::{Ordering, lock},
 };
 
-impl Shared {
-    /// Joins the rings of `channels` here: the broker's rules and limits, a slot in each ring,
-    /// and for a `Last-Event-ID`, the cursors moved back to where the resume starts.
-    pub(super) fn join(
-        self: &Arc<Self>,
-        channels: &Channels,
-        last_event_id: Option<&str>,
-    ) -> Result<Subscription, SubscribeError> {
-        let inner = &**self;
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(SubscribeError::Closed);
-        }
-        if let Some(plan) = inner.drain.get() {
-            return Err(SubscribeError::Draining {
-                retry_after: plan.retry_after(),
-            });
-        }
-        let config = &inner.config;
-        // The broker's rules hold whoever read the list (an access layer may have had others).
-        config.rules.check_list(channels)?;
-        // Counted before anything else, and given back by the subscription's drop, also when
-        // it fails halfway below.
-        let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
-        inner.metrics.subscribers.increment(1.0);
-        let mut subscription = Subscription::new(self.clone(), channels.len());
-        if total >= config.max_subscribers {
-            return Err(SubscribeError::TooManySubscribers {
-                channel: None,
-                limit: config.max_subscribers,
-            });
-        }
-        for name in channels.names() {
-            // The entry guard holds the shard lock while the slot is taken, so the channel
-            // can't be removed in between (removal takes the same lock). A new channel's
-            // floor is exact: a publish raises the watermark before it looks for the channel.
-            let mut created = false;
-            let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
-                created = true;
-                inner.new_ring(name.clone(), inner.watermark.load(Ordering::Acquire))
-            });
-            let ring = entry.value().clone();
-            let taken = ring.join(config.max_subscribers_per_channel);
-            drop(entry);
-            if created {
-                inner.count_channels();
-            }
-            let Some((slot, pos, was_idle)) = taken else {
-                return Err(SubscribeError::TooManySubscribers {
-                    channel: Some(name.clone()),
-                    limit: config.max_subscribers_per_channel,
-                });
-            };
-            if was_idle {
-                inner.idle.fetch_sub(1, Ordering::AcqRel);
-            }
-            subscription.cursors.push(Cursor { ring, pos, slot });
-        }
-        if let Some(id) = last_event_id {
-            let rings = subscription.cursors.iter().map(|c| &*c.ring);
-            let watermark = inner.watermark.load(Ordering::Acquire);
-            subscription.resume = match find_after(rings, id, inner.base, watermark) {
-                None => Resume::Unknown,
-                Some(after) => {
-                    // At most the history, newest first; this only ever moves a cursor back
-                    // inside its ring, so the events published since the slot was taken are
-                    // still ahead of it.
-                    let mut complete = true;
-                    for cursor in &mut subscription.cursors {
-                        let (pos, all) = cursor.ring.resume_after(after, config.history);
-                        cursor.pos = pos;
-                        complete &= all;
-                    }
-                    Resume::from_complete(complete)
-                }
-            };
-            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
-        }
-        Ok(subscription)
+/// Joins the rings of `channels` here: the broker's rules and limits, a slot in each ring, and
+/// for a `Last-Event-ID`, the cursors moved back to where the resume starts. Without a backend
+/// this is the whole subscription; with one, [`join_remote`] starts with it.
+pub(super) fn join(
+    shared: &Arc<Shared>,
+    channels: &Channels,
+    last_event_id: Option<&str>,
+) -> Result<Subscription, SubscribeError> {
+    let inner = &**shared;
+    if inner.closed.load(Ordering::Acquire) {
+        return Err(SubscribeError::Closed);
     }
+    if let Some(plan) = inner.drain.get() {
+        return Err(SubscribeError::Draining {
+            retry_after: plan.retry_after(),
+        });
+    }
+    let config = &inner.config;
+    // The broker's rules hold whoever read the list (an access layer may have had others).
+    config.rules.check_list(channels)?;
+    // Counted before anything else, and given back by the subscription's drop, also when
+    // it fails halfway below.
+    let total = inner.subscribers.fetch_add(1, Ordering::AcqRel);
+    inner.metrics.subscribers.increment(1.0);
+    let mut subscription = Subscription::new(shared.clone(), channels.len());
+    if total >= config.max_subscribers {
+        return Err(SubscribeError::TooManySubscribers {
+            channel: None,
+            limit: config.max_subscribers,
+        });
+    }
+    for name in channels.names() {
+        // The entry guard holds the shard lock while the slot is taken, so the channel
+        // can't be removed in between (removal takes the same lock). A new channel's
+        // floor is exact: a publish raises the watermark before it looks for the channel.
+        let mut created = false;
+        let entry = inner.channels.entry(name.clone()).or_insert_with(|| {
+            created = true;
+            inner.new_ring(name.clone(), inner.watermark.load(Ordering::Acquire))
+        });
+        let ring = entry.value().clone();
+        let taken = ring.join(config.max_subscribers_per_channel);
+        drop(entry);
+        if created {
+            inner.count_channels();
+        }
+        let Some((slot, pos, was_idle)) = taken else {
+            return Err(SubscribeError::TooManySubscribers {
+                channel: Some(name.clone()),
+                limit: config.max_subscribers_per_channel,
+            });
+        };
+        if was_idle {
+            inner.idle.fetch_sub(1, Ordering::AcqRel);
+        }
+        subscription.cursors.push(Cursor { ring, pos, slot });
+    }
+    if let Some(id) = last_event_id {
+        let rings = subscription.cursors.iter().map(|c| &*c.ring);
+        let watermark = inner.watermark.load(Ordering::Acquire);
+        subscription.resume = match find_after(rings, id, inner.base, watermark) {
+            None => Resume::Unknown,
+            Some(after) => {
+                // At most the history, newest first; this only ever moves a cursor back
+                // inside its ring, so the events published since the slot was taken are
+                // still ahead of it.
+                let mut complete = true;
+                for cursor in &mut subscription.cursors {
+                    let (pos, all) = cursor.ring.resume_after(after, config.history);
+                    cursor.pos = pos;
+                    complete &= all;
+                }
+                Resume::from_complete(complete)
+            }
+        };
+        tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+    }
+    Ok(subscription)
+}
 
-    /// Subscribes through the backend: registered here first, then subscribed in the
-    /// backend, so a release of the same channel queued before us sees our subscriber and
-    /// keeps the subscription.
-    pub(super) async fn join_remote(
-        self: &Arc<Self>,
-        backend: &dyn Backend,
-        channels: &Channels,
-        last_event_id: Option<&str>,
-    ) -> Result<Subscription, SubscribeError> {
-        let mut subscription = self.join(channels, None)?;
-        backend
-            .ensure(channels.names())
+/// Subscribes through the backend: registered here first, then subscribed in the backend,
+/// so a release of the same channel queued before us sees our subscriber and keeps the
+/// subscription.
+pub(super) async fn join_remote(
+    shared: &Arc<Shared>,
+    backend: &dyn Backend,
+    channels: &Channels,
+    last_event_id: Option<&str>,
+) -> Result<Subscription, SubscribeError> {
+    let mut subscription = join(shared, channels, None)?;
+    backend
+        .ensure(channels.names())
+        .await
+        .map_err(SubscribeError::Backend)?;
+    if let Some(id) = last_event_id {
+        // Read before the replay: a data loss noticed from now on may have happened
+        // before the replay was read, so don't skip what follows it (a duplicate at
+        // worst, never a lost event).
+        let after = lock(&shared.sequencer).last;
+        let replay = backend
+            .replay(channels.names(), id, parse_seq(id))
             .await
             .map_err(SubscribeError::Backend)?;
-        if let Some(id) = last_event_id {
-            // Read before the replay: a data loss noticed from now on may have happened
-            // before the replay was read, so don't skip what follows it (a duplicate at
-            // worst, never a lost event).
-            let after = lock(&self.sequencer).last;
-            let replay = backend
-                .replay(channels.names(), id, parse_seq(id))
-                .await
-                .map_err(SubscribeError::Backend)?;
-            subscription.resume = match replay.after {
-                None => Resume::Unknown,
-                Some(_) => Resume::from_complete(replay.complete),
-            };
-            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
-            subscription.skip = Some(Skip {
-                until: replay.snapshot,
-                after,
-            });
-            subscription.replay = replay.events.into();
-        }
-        Ok(subscription)
+        subscription.resume = match replay.after {
+            None => Resume::Unknown,
+            Some(_) => Resume::from_complete(replay.complete),
+        };
+        tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+        subscription.skip = Some(Skip {
+            until: replay.snapshot,
+            after,
+        });
+        subscription.replay = replay.events.into();
     }
+    Ok(subscription)
 }

@@ -84,26 +84,27 @@
 //! `resume.rs` reads ids and `Last-Event-ID`; `retention.rs` bounds what is kept; `drain.rs`
 //! plans a drain; `shared.rs` holds what the handles and subscriptions share, and the publish
 //! path. Where events travel beyond this process is the backend's business (`src/backend/`),
-//! behind a seam this module does not look past.
+//! behind a seam this module does not look past: a backend's own connect step (such as
+//! `redis::connect`, feature `redis`) builds the broker on it.
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 pub use self::drain::DRAIN_GRACE;
-pub(crate) use self::drain::between;
 pub(crate) use self::subscription::Delivery;
 pub use self::{
     builder::{BrokerBuilder, LagPolicy},
     resume::Resume,
-    subscription::Subscription,
+    subscription::{RecvError, Subscription},
 };
 use self::{
     drain::Plan,
+    join::{join, join_remote},
     ring::wake_all,
     shared::{Handle, Shared},
 };
 pub use crate::error::{PublishError, SubscribeError};
 use crate::{
-    backend::Backend,
+    backend::{Backend, Inbound},
     channel::{ChannelRules, Channels},
     event::Event,
     sync::{Ordering, lock},
@@ -173,34 +174,21 @@ impl BrokerBuilder {
     /// assert_eq!(broker.channel_count(), 0);
     /// ```
     pub fn build(self) -> Broker {
-        Broker::from_builder(self, None)
+        Broker {
+            inner: Arc::new(Shared::new(self, None)),
+        }
     }
 
-    /// Builds a broker on Redis (feature `redis`): every broker on the same Redis shares
-    /// channels, ids and history. See the [`redis`](crate::redis) module.
-    ///
-    /// # Errors
-    ///
-    /// The URL is invalid or Redis can't be reached; the error names the URL, with its
-    /// password masked.
-    ///
-    /// ```no_run
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_sse::ConnectError> {
-    /// let broker = tower_sse::Broker::builder()
-    ///     .history(1000)
-    ///     .connect_redis("redis://127.0.0.1:6379/")
-    ///     .await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub async fn connect_redis(self, url: &str) -> Result<Broker, crate::ConnectError> {
-        let (backend, task) = crate::backend::redis::connect(url, self.history).await?;
-        let broker = Broker::from_builder(self, Some(std::sync::Arc::new(backend)));
-        task.spawn(broker.inbound());
-        Ok(broker)
+    /// Builds a broker whose events travel through `backend`, and the handle through which
+    /// the backend brings remote events back in (it does not keep the broker alive). For a
+    /// backend's connect step, such as `redis::connect`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the Redis backend uses it
+    pub(crate) fn build_on(self, backend: Arc<dyn Backend>) -> (Broker, impl Inbound) {
+        let broker = Broker {
+            inner: Arc::new(Shared::new(self, Some(backend))),
+        };
+        let inbound = Handle::new(&broker.inner);
+        (broker, inbound)
     }
 }
 
@@ -222,18 +210,6 @@ impl Broker {
     /// ```
     pub fn builder() -> BrokerBuilder {
         BrokerBuilder::default()
-    }
-
-    fn from_builder(config: BrokerBuilder, backend: Option<Arc<dyn Backend>>) -> Broker {
-        Broker {
-            inner: Arc::new(Shared::new(config, backend)),
-        }
-    }
-
-    /// The handle a backend feeds remote events through.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    fn inbound(&self) -> Handle {
-        Handle::new(&self.inner)
     }
 
     /// The longest publisher id taken ([`BrokerBuilder::max_id_len`]).
@@ -281,7 +257,7 @@ impl Broker {
     /// ```
     pub async fn publish(&self, channel: &str, event: Event) -> Result<String, PublishError> {
         let published = match &self.inner.backend {
-            None => self.publish_local(channel, &event),
+            None => self.inner.publish(channel, &event),
             Some(backend) => match self.inner.check(channel, &event) {
                 Ok(()) => backend
                     .publish(channel, &event)
@@ -298,11 +274,6 @@ impl Broker {
             }
         }
         published
-    }
-
-    /// Checks and publishes in this process ([`Shared::publish`]).
-    fn publish_local(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
-        self.inner.publish(channel, event)
     }
 
     /// Subscribes to `channels`, starting with the next event published.
@@ -380,31 +351,24 @@ impl Broker {
         last_event_id: Option<&str>,
     ) -> Result<Subscription, SubscribeError> {
         let subscribed = match &self.inner.backend {
-            None => self.subscribe_local(channels, last_event_id),
-            Some(backend) => {
-                self.inner
-                    .join_remote(&**backend, channels, last_event_id)
-                    .await
-            }
+            None => join(&self.inner, channels, last_event_id),
+            Some(backend) => join_remote(&self.inner, &**backend, channels, last_event_id).await,
         };
-        match &subscribed {
-            Ok(_) => tracing::debug!(channels = ?channels.names(), "subscribed"),
-            Err(err) => {
-                tracing::debug!(channels = ?channels.names(), %err, "subscription refused");
-                crate::metrics::subscribe_error(err.reason());
-            }
-        }
-        subscribed
+        logged(channels, subscribed)
     }
 
-    /// Joins the rings in this process; with a backend, the remote part is
-    /// [`Shared::join_remote`].
-    fn subscribe_local(
+    /// Subscribes at once when nothing needs to wait (no backend): what the service's response
+    /// future does without a box. `None` with a backend; then [`Broker::subscribe`] or
+    /// [`Broker::resume`], which wait for it.
+    pub(crate) fn subscribe_now(
         &self,
         channels: &Channels,
         last_event_id: Option<&str>,
-    ) -> Result<Subscription, SubscribeError> {
-        self.inner.join(channels, last_event_id)
+    ) -> Option<Result<Subscription, SubscribeError>> {
+        if self.inner.backend.is_some() {
+            return None;
+        }
+        Some(logged(channels, join(&self.inner, channels, last_event_id)))
     }
 
     /// Ends every stream, once it has delivered the events already published, and refuses
@@ -619,4 +583,19 @@ impl Broker {
     pub fn channel_count(&self) -> usize {
         self.inner.channels.len()
     }
+}
+
+/// A subscription's outcome, logged and (when refused) counted: every way in does the same.
+fn logged(
+    channels: &Channels,
+    subscribed: Result<Subscription, SubscribeError>,
+) -> Result<Subscription, SubscribeError> {
+    match &subscribed {
+        Ok(_) => tracing::debug!(channels = ?channels.names(), "subscribed"),
+        Err(err) => {
+            tracing::debug!(channels = ?channels.names(), %err, "subscription refused");
+            crate::metrics::subscribe_error(err.reason());
+        }
+    }
+    subscribed
 }

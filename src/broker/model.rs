@@ -28,10 +28,13 @@ fn channels(broker: &Broker, query: &str) -> Channels {
     broker.channel_rules().parse_query(Some(query)).unwrap()
 }
 
+/// Subscribes through the public API: in process, its future is ready at once.
+fn subscribe(broker: &Broker, query: &str) -> Subscription {
+    block_on(broker.subscribe(&channels(broker, query))).unwrap()
+}
+
 fn publish(broker: &Broker, channel: &str, data: &str) {
-    broker
-        .publish_local(channel, &Event::default().data(data))
-        .unwrap();
+    block_on(broker.publish(channel, Event::default().data(data))).unwrap();
 }
 
 /// Reads until the stream ends or `events` blocks came.
@@ -50,9 +53,7 @@ fn read(subscription: &mut Subscription, events: usize) -> String {
 fn a_publish_wakes_a_waiting_poll() {
     model(|| {
         let broker = Broker::builder().id_base(0).build();
-        let mut subscription = broker
-            .subscribe_local(&channels(&broker, "channel=a"), None)
-            .unwrap();
+        let mut subscription = subscribe(&broker, "channel=a");
         let publisher = broker.clone();
         let thread = thread::spawn(move || publish(&publisher, "a", "x"));
         assert_eq!(read(&mut subscription, 1), "data: x\nid: 1\n\n");
@@ -64,9 +65,7 @@ fn a_publish_wakes_a_waiting_poll() {
 fn two_channels_arrive_in_order_and_once() {
     model(|| {
         let broker = Broker::builder().id_base(0).build();
-        let mut subscription = broker
-            .subscribe_local(&channels(&broker, "channel=a,b"), None)
-            .unwrap();
+        let mut subscription = subscribe(&broker, "channel=a,b");
         let (one, two) = (broker.clone(), broker.clone());
         let a = thread::spawn(move || publish(&one, "a", "x"));
         let b = thread::spawn(move || publish(&two, "b", "y"));
@@ -86,9 +85,7 @@ fn two_channels_arrive_in_order_and_once() {
 fn close_ends_a_waiting_poll_after_what_was_published() {
     model(|| {
         let broker = Broker::builder().id_base(0).build();
-        let mut subscription = broker
-            .subscribe_local(&channels(&broker, "channel=a"), None)
-            .unwrap();
+        let mut subscription = subscribe(&broker, "channel=a");
         let other = broker.clone();
         let thread = thread::spawn(move || {
             publish(&other, "a", "x");
@@ -104,18 +101,14 @@ fn close_ends_a_waiting_poll_after_what_was_published() {
 fn a_drop_racing_a_publish_and_a_close_leaves_the_others_whole() {
     model(|| {
         let broker = Broker::builder().id_base(0).build();
-        let mut stays = broker
-            .subscribe_local(&channels(&broker, "channel=a"), None)
-            .unwrap();
+        let mut stays = subscribe(&broker, "channel=a");
         // Not the channel's last subscriber, so its drop frees a slot without removing the
         // channel (a dashmap writer).
-        let leaves = broker
-            .subscribe_local(&channels(&broker, "channel=a"), None)
-            .unwrap();
+        let leaves = subscribe(&broker, "channel=a");
         let (publisher, closer) = (broker.clone(), broker.clone());
         let dropper = thread::spawn(move || drop(leaves));
         let publishing = thread::spawn(move || {
-            let published = publisher.publish_local("a", &Event::default().data("x"));
+            let published = block_on(publisher.publish("a", Event::default().data("x")));
             assert!(
                 matches!(published, Ok(_) | Err(PublishError::Closed)),
                 "{published:?}"
@@ -152,9 +145,7 @@ fn read_to_end(subscription: &mut Subscription) -> String {
 fn a_drain_wakes_a_waiting_poll() {
     model(|| {
         let broker = Broker::builder().id_base(0).build();
-        let mut subscription = broker
-            .subscribe_local(&channels(&broker, "channel=a"), None)
-            .unwrap();
+        let mut subscription = subscribe(&broker, "channel=a");
         let drainer = broker.clone();
         let thread = thread::spawn(move || drop(drainer.drain(Duration::ZERO)));
         assert_eq!(read_to_end(&mut subscription), "retry: 1000\n\n");
@@ -168,9 +159,7 @@ fn a_drain_wakes_a_waiting_poll() {
 fn a_publish_racing_a_drain_comes_before_the_end_or_not_at_all() {
     model(|| {
         let broker = Broker::builder().id_base(0).build();
-        let mut subscription = broker
-            .subscribe_local(&channels(&broker, "channel=a"), None)
-            .unwrap();
+        let mut subscription = subscribe(&broker, "channel=a");
         let (publisher, drainer) = (broker.clone(), broker.clone());
         let publishing = thread::spawn(move || publish(&publisher, "a", "x"));
         let draining = thread::spawn(move || drop(drainer.drain(Duration::ZERO)));

@@ -5,17 +5,24 @@
 //! and applies the [`LagPolicy`] to a cursor the ring has overtaken. During a drain it draws
 //! the stream's [`Turn`] and, at its end, delivers what was published before it, a `retry:`
 //! field, and ends.
+//!
+//! Read as a [`Stream`] it tells a lagging reader how many events it missed ([`RecvError`]),
+//! as tokio's `broadcast` does; [`SseBody`](crate::SseBody) reads the same deliveries without
+//! the `Stream` layer, and turns a lag into a comment.
 
 use std::{
     collections::VecDeque,
+    error::Error as StdError,
     fmt,
-    future::poll_fn,
+    future::{Future, poll_fn},
+    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use bytes::{Bytes, BytesMut};
-use tokio::time::Instant;
+use futures_core::Stream;
+use tokio::time::{Instant, Sleep};
 
 use super::{
     builder::LagPolicy,
@@ -26,10 +33,16 @@ use super::{
 };
 use crate::sync::Ordering;
 
+/// The most bytes of waiting events one item of the [`Stream`] (or one
+/// [`recv`](Subscription::recv)) joins, as the body's frames.
+const MAX_BATCH: usize = 64 * 1024;
+
 /// One stream's place in each of its channels, from [`Broker::subscribe`](crate::Broker::subscribe).
 ///
-/// Dropping it unsubscribes at once, and removes a channel left without subscribers (unless it
-/// keeps history).
+/// Read it with [`recv`](Subscription::recv), or as a [`Stream`] of
+/// `Result<Bytes, RecvError>`, which also tells of a lag (see [`RecvError`]). Dropping it
+/// unsubscribes at once, and removes a channel left without subscribers (unless it keeps
+/// history).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -56,8 +69,15 @@ pub struct Subscription {
     pub(super) resume: Resume,
     /// This stream's turn in a drain; drawn the first time it is polled after the drain
     /// started, so an idle stream costs one word until then.
-    turn: Option<Box<Turn>>,
+    turn: Option<Box<Drawn>>,
     done: bool,
+}
+
+/// A stream's turn in a drain, and the timer that wakes it then when it is read as a
+/// [`Stream`] (a body has a timer of its own).
+struct Drawn {
+    turn: Turn,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// A subscription's place in one channel.
@@ -92,7 +112,7 @@ impl fmt::Debug for Subscription {
                     .collect::<Vec<_>>(),
             )
             .field("resume", &self.resume)
-            .field("turn", &self.turn)
+            .field("turn", &self.turn.as_ref().map(|drawn| &drawn.turn))
             .field("done", &self.done)
             .finish()
     }
@@ -133,6 +153,9 @@ impl Subscription {
     /// [`LagPolicy::Disconnect`]). During a [drain](crate::Broker::drain), at the stream's turn:
     /// the events published before it, then `retry: <ms>\n\n`, then `None`.
     ///
+    /// A lag is passed over in silence: with [`LagPolicy::Skip`] the next events come as if
+    /// nothing happened. Read the subscription as a [`Stream`] to be told.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -146,20 +169,9 @@ impl Subscription {
     /// ```
     pub async fn recv(&mut self) -> Option<Bytes> {
         loop {
-            let delivery = match self.drain_end() {
-                None => poll_fn(|cx| self.poll_delivery(cx, 64 * 1024)).await,
-                Some(end) => {
-                    let poll = poll_fn(|cx| self.poll_delivery(cx, 64 * 1024));
-                    match tokio::time::timeout_at(end, poll).await {
-                        Ok(delivery) => delivery,
-                        // Its turn: the next poll ends the stream.
-                        Err(_) => continue,
-                    }
-                }
-            };
-            match delivery? {
-                Delivery::Events(bytes) => return Some(bytes),
-                Delivery::Lagged(_) | Delivery::Drain => continue,
+            match poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await? {
+                Ok(bytes) => return Some(bytes),
+                Err(RecvError::Lagged(_)) => continue,
             }
         }
     }
@@ -167,15 +179,15 @@ impl Subscription {
     /// The `retry:` this stream sends at its turn in a drain, if it drew one.
     #[cfg(test)]
     pub(crate) fn drain_retry_ms(&self) -> Option<u64> {
-        Some(self.turn.as_ref()?.retry_ms)
+        Some(self.turn.as_ref()?.turn.retry_ms)
     }
 
     /// When this stream's turn in a drain comes, if it drew one and it has not come yet.
     pub(crate) fn drain_end(&self) -> Option<Instant> {
         self.turn
             .as_ref()
-            .filter(|turn| turn.stop.is_none())
-            .map(|turn| turn.end)
+            .filter(|drawn| drawn.turn.stop.is_none())
+            .map(|drawn| drawn.turn.end)
     }
 
     /// Polls for the next delivery, coalescing up to `max_bytes` of waiting events (at least
@@ -200,12 +212,16 @@ impl Subscription {
             let watermark = inner.watermark.load(Ordering::Acquire);
             if self.turn.is_none() {
                 if let Some(plan) = inner.drain.get() {
-                    self.turn = Some(Box::new(plan.turn()));
+                    self.turn = Some(Box::new(Drawn {
+                        turn: plan.turn(),
+                        timer: None,
+                    }));
                     return Poll::Ready(Some(Delivery::Drain));
                 }
             }
             // At its turn, the stream takes what is published up to now and no more.
-            let stop = self.turn.as_mut().and_then(|turn| {
+            let stop = self.turn.as_mut().and_then(|drawn| {
+                let turn = &mut drawn.turn;
                 if turn.stop.is_none() && Instant::now() >= turn.end {
                     turn.stop = Some(watermark);
                 }
@@ -225,10 +241,10 @@ impl Subscription {
                     cx.waker(),
                 );
                 match read {
-                    Read::Lagged(missed) => {
+                    Read::Lagged(_) => {
                         taken.clear();
                         self.scratch = taken;
-                        return Poll::Ready(Some(self.lagged(missed)));
+                        return Poll::Ready(Some(self.lagged()));
                     }
                     Read::Again => again = true,
                     Read::Taken | Read::Waiting => {}
@@ -298,7 +314,7 @@ impl Subscription {
     /// `retry:` field.
     fn finish(&mut self) -> Option<Delivery> {
         self.done = true;
-        let turn = self.turn.as_ref()?;
+        let turn = &self.turn.as_ref()?.turn;
         let field = format!("retry: {}\n\n", turn.retry_ms);
         Some(Delivery::Events(Bytes::from(field)))
     }
@@ -316,15 +332,21 @@ impl Subscription {
         buf.freeze()
     }
 
-    fn lagged(&mut self, missed: u64) -> Delivery {
+    /// A cursor fell behind its ring: counts what every cursor missed (all of them, so the
+    /// count is exact on several channels) and applies the [`LagPolicy`].
+    fn lagged(&mut self) -> Delivery {
         let inner = &*self.shared;
-        match inner.config.lag_policy {
-            LagPolicy::Disconnect => self.done = true,
-            LagPolicy::Skip => {
-                for cursor in &mut self.cursors {
-                    cursor.pos = cursor.ring.clamp(cursor.pos);
-                }
+        let skip = inner.config.lag_policy == LagPolicy::Skip;
+        let mut missed = 0;
+        for cursor in &mut self.cursors {
+            let start = cursor.ring.clamp(cursor.pos);
+            missed += start - cursor.pos;
+            if skip {
+                cursor.pos = start;
             }
+        }
+        if !skip {
+            self.done = true;
         }
         inner.metrics.lagged.increment(1);
         inner.metrics.dropped.increment(missed);
@@ -332,6 +354,94 @@ impl Subscription {
         Delivery::Lagged(missed)
     }
 }
+
+/// Each item is the events that were waiting, encoded as a stream sends them (several joined
+/// into one `Bytes`, up to 64 KiB, when several were waiting), or an [`Err`] telling of a lag.
+/// The stream ends (`None`) as [`recv`](Subscription::recv) returns `None`: the broker closed,
+/// the stream's turn in a drain came (after its `retry:` field), or a lag under
+/// [`LagPolicy::Disconnect`] (right after its `Err`).
+///
+/// # Lagging
+///
+/// A subscriber that falls more than the [buffer](crate::BrokerBuilder::buffer) behind reads
+/// [`RecvError::Lagged(n)`](RecvError::Lagged), `n` the number of events of its channels that
+/// were dropped before it read them (summed over its channels). Then, with
+/// [`LagPolicy::Skip`], it reads on from the oldest events still kept; with
+/// [`LagPolicy::Disconnect`] (the default), the stream ends.
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use tower_sse::{broker::RecvError, Broker, Event, LagPolicy};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let broker = Broker::builder().id_base(0).buffer(2).lag_policy(LagPolicy::Skip).build();
+/// let channels = broker.channel_rules().channels(["a"]).unwrap();
+/// let mut subscription = broker.subscribe(&channels).await.unwrap();
+/// for data in ["1", "2", "3", "4", "5"] {
+///     broker.publish("a", Event::default().data(data)).await.unwrap();
+/// }
+/// // The buffer kept the last 2 of 5: 3 were missed.
+/// assert_eq!(subscription.next().await, Some(Err(RecvError::Lagged(3))));
+/// let kept = subscription.next().await.unwrap().unwrap();
+/// assert_eq!(kept, "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
+/// # }
+/// ```
+impl Stream for Subscription {
+    type Item = Result<Bytes, RecvError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.poll_delivery(cx, MAX_BATCH) {
+                Poll::Ready(Some(Delivery::Events(bytes))) => return Poll::Ready(Some(Ok(bytes))),
+                Poll::Ready(Some(Delivery::Lagged(missed))) => {
+                    return Poll::Ready(Some(Err(RecvError::Lagged(missed))));
+                }
+                // It drew its turn: the timer below is armed for it.
+                Poll::Ready(Some(Delivery::Drain)) => continue,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {}
+            }
+            // Nothing but a timer wakes a stream at its turn in a drain.
+            let Some(drawn) = this.turn.as_mut().filter(|d| d.turn.stop.is_none()) else {
+                return Poll::Pending;
+            };
+            let end = drawn.turn.end;
+            let timer = drawn
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+            ready!(timer.as_mut().poll(cx));
+            // Its turn: the next poll delivers what was published until now, and ends.
+        }
+    }
+}
+
+/// What reading a [`Subscription`] as a [`Stream`] tells besides events.
+///
+/// ```
+/// use tower_sse::broker::RecvError;
+///
+/// let err = RecvError::Lagged(3);
+/// assert_eq!(err.to_string(), "lagged by 3 events");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The subscriber fell behind its channels' buffers: this many events were dropped before
+    /// it read them. See [Lagging](Subscription#lagging) for what comes next.
+    Lagged(u64),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Lagged(missed) => write!(f, "lagged by {missed} events"),
+        }
+    }
+}
+
+impl StdError for RecvError {}
 
 impl Drop for Subscription {
     fn drop(&mut self) {
@@ -357,5 +467,150 @@ impl Drop for Subscription {
                 plan.emptied.notify_waiters();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_test::{assert_pending, assert_ready_eq, task};
+
+    use super::*;
+    use crate::{Broker, ChannelRules, Event};
+
+    fn subscribe(broker: &Broker, names: &[&str]) -> Subscription {
+        let channels = ChannelRules::default().channels(names).unwrap();
+        broker.subscribe_now(&channels, None).unwrap().unwrap()
+    }
+
+    fn publish(broker: &Broker, channel: &str, data: &str) {
+        let published = task::spawn(broker.publish(channel, Event::default().data(data))).poll();
+        assert!(matches!(published, Poll::Ready(Ok(_))));
+    }
+
+    fn next(
+        t: &mut task::Spawn<()>,
+        sub: &mut Subscription,
+    ) -> Poll<Option<Result<Bytes, RecvError>>> {
+        t.enter(|cx, _| Pin::new(&mut *sub).poll_next(cx))
+    }
+
+    #[test]
+    fn a_laggard_is_told_how_many_it_missed_then_skips() {
+        let broker = Broker::builder()
+            .id_base(0)
+            .buffer(2)
+            .lag_policy(LagPolicy::Skip)
+            .build();
+        let mut sub = subscribe(&broker, &["a"]);
+        let mut t = task::spawn(());
+        for i in 1..=5 {
+            publish(&broker, "a", &i.to_string());
+        }
+        assert_ready_eq!(next(&mut t, &mut sub), Some(Err(RecvError::Lagged(3))));
+        assert_ready_eq!(
+            next(&mut t, &mut sub),
+            Some(Ok(Bytes::from("data: 4\nid: 4\n\ndata: 5\nid: 5\n\n")))
+        );
+        assert_pending!(next(&mut t, &mut sub));
+        publish(&broker, "a", "6");
+        assert!(t.is_woken());
+        assert_ready_eq!(
+            next(&mut t, &mut sub),
+            Some(Ok(Bytes::from("data: 6\nid: 6\n\n")))
+        );
+    }
+
+    /// On several channels the count is what every channel dropped, not the first one's.
+    #[test]
+    fn the_count_is_over_all_channels() {
+        let broker = Broker::builder()
+            .id_base(0)
+            .buffer(2)
+            .lag_policy(LagPolicy::Skip)
+            .build();
+        let mut sub = subscribe(&broker, &["a", "b"]);
+        let mut t = task::spawn(());
+        // a: 4 published, 2 dropped; b: 5 published, 3 dropped.
+        for _ in 0..4 {
+            publish(&broker, "a", "a");
+            publish(&broker, "b", "b");
+        }
+        publish(&broker, "b", "b");
+        assert_ready_eq!(next(&mut t, &mut sub), Some(Err(RecvError::Lagged(5))));
+        assert_ready_eq!(
+            next(&mut t, &mut sub),
+            Some(Ok(Bytes::from(
+                "data: a\nid: 5\n\ndata: a\nid: 7\n\ndata: b\nid: 8\n\ndata: b\nid: 9\n\n"
+            )))
+        );
+    }
+
+    #[test]
+    fn a_laggard_is_told_then_disconnected() {
+        let broker = Broker::builder().id_base(0).buffer(2).build();
+        let mut sub = subscribe(&broker, &["a"]);
+        let mut t = task::spawn(());
+        for i in 1..=5 {
+            publish(&broker, "a", &i.to_string());
+        }
+        assert_ready_eq!(next(&mut t, &mut sub), Some(Err(RecvError::Lagged(3))));
+        assert_ready_eq!(next(&mut t, &mut sub), None);
+        publish(&broker, "a", "6");
+        assert_ready_eq!(next(&mut t, &mut sub), None);
+    }
+
+    /// `recv` passes over the lag.
+    #[test]
+    fn recv_is_silent_about_a_lag() {
+        let broker = Broker::builder()
+            .id_base(0)
+            .buffer(1)
+            .lag_policy(LagPolicy::Skip)
+            .build();
+        let mut sub = subscribe(&broker, &["a"]);
+        publish(&broker, "a", "1");
+        publish(&broker, "a", "2");
+        let got = task::spawn(sub.recv()).poll();
+        assert_ready_eq!(got, Some(Bytes::from("data: 2\nid: 2\n\n")));
+    }
+
+    /// Read as a stream, a subscription is woken at its turn in a drain by a timer of its own.
+    #[tokio::test(start_paused = true)]
+    async fn the_stream_ends_at_its_turn_in_a_drain() {
+        let broker = Broker::builder().id_base(0).build();
+        let mut sub = subscribe(&broker, &["a"]);
+        let mut t = task::spawn(());
+        assert_pending!(next(&mut t, &mut sub));
+        let window = Duration::from_secs(10);
+        let _drained = broker.drain(window);
+        assert!(t.is_woken());
+        assert_pending!(next(&mut t, &mut sub));
+        let end = sub.drain_end().unwrap();
+        publish(&broker, "a", "x");
+        assert_ready_eq!(
+            next(&mut t, &mut sub),
+            Some(Ok(Bytes::from("data: x\nid: 1\n\n")))
+        );
+        assert_pending!(next(&mut t, &mut sub));
+        // Timers tick in whole milliseconds, rounded up.
+        let ms = Duration::from_millis(1);
+        if let Some(before) = (end - Instant::now()).checked_sub(ms) {
+            tokio::time::advance(before).await;
+            assert!(!t.is_woken());
+            assert_pending!(next(&mut t, &mut sub));
+        }
+        tokio::time::advance(end + ms - Instant::now()).await;
+        assert!(t.is_woken(), "its timer wakes it at its turn");
+        let retry = format!("retry: {}\n\n", sub.drain_retry_ms().unwrap());
+        assert_ready_eq!(next(&mut t, &mut sub), Some(Ok(Bytes::from(retry))));
+        assert_ready_eq!(next(&mut t, &mut sub), None);
+    }
+
+    #[test]
+    fn send_sync_unpin() {
+        fn assert_stream<T: Stream + Send + Sync + Unpin>() {}
+        assert_stream::<Subscription>();
     }
 }

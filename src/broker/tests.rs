@@ -1,4 +1,5 @@
-//! The broker's unit tests, at poll level (tokio-test).
+//! The broker's unit tests, through its public API (`publish`, `subscribe`, `resume`), at poll
+//! level (tokio-test).
 
 use std::task::Poll;
 
@@ -11,21 +12,26 @@ fn channels(broker: &Broker, q: &str) -> Channels {
     broker.channel_rules().parse_query(Some(q)).unwrap()
 }
 
-// The in-process broker subscribes without waiting.
-impl Broker {
-    fn sub(&self, channels: &Channels) -> Result<Subscription, SubscribeError> {
-        self.subscribe_local(channels, None)
-    }
+/// The output of `future`, which must be ready at its first poll: the in-process broker never
+/// waits to publish or subscribe.
+fn now<T>(future: impl Future<Output = T>) -> T {
+    assert_ready!(task::spawn(future).poll())
+}
 
-    fn res(&self, channels: &Channels, id: &str) -> Result<Subscription, SubscribeError> {
-        self.subscribe_local(channels, Some(id))
-    }
+fn subscribe(broker: &Broker, channels: &Channels) -> Result<Subscription, SubscribeError> {
+    now(broker.subscribe(channels))
+}
+
+fn resume(broker: &Broker, channels: &Channels, id: &str) -> Result<Subscription, SubscribeError> {
+    now(broker.resume(channels, id))
+}
+
+fn try_publish(broker: &Broker, channel: &str, event: Event) -> Result<String, PublishError> {
+    now(broker.publish(channel, event))
 }
 
 fn publish(broker: &Broker, channel: &str, data: &str) -> String {
-    broker
-        .publish_local(channel, &Event::default().data(data))
-        .unwrap()
+    try_publish(broker, channel, Event::default().data(data)).unwrap()
 }
 
 #[test]
@@ -42,10 +48,10 @@ fn subscriber_limits_refuse_cleanly_and_free_on_drop() {
         .max_subscribers(3)
         .max_subscribers_per_channel(2)
         .build();
-    let a = broker.sub(&channels(&broker, "channel=a")).unwrap();
-    let _b = broker.sub(&channels(&broker, "channel=b,a")).unwrap();
+    let a = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
+    let _b = subscribe(&broker, &channels(&broker, "channel=b,a")).unwrap();
     // `c` is taken first, then `a` is full: `c` must not stay behind.
-    let err = broker.sub(&channels(&broker, "channel=c,a")).unwrap_err();
+    let err = subscribe(&broker, &channels(&broker, "channel=c,a")).unwrap_err();
     assert_eq!(
         err.to_string(),
         "too many subscribers on channel a (limit 2)"
@@ -53,19 +59,19 @@ fn subscriber_limits_refuse_cleanly_and_free_on_drop() {
     assert_eq!(broker.subscriber_count("c"), 0);
     assert!(!broker.inner.channels.contains_key("c"));
     assert_eq!(broker.total_subscribers(), 2);
-    let _c = broker.sub(&channels(&broker, "channel=c")).unwrap();
-    let err = broker.sub(&channels(&broker, "channel=d")).unwrap_err();
+    let _c = subscribe(&broker, &channels(&broker, "channel=c")).unwrap();
+    let err = subscribe(&broker, &channels(&broker, "channel=d")).unwrap_err();
     assert_eq!(err.to_string(), "too many subscribers (limit 3)");
     assert_eq!(broker.total_subscribers(), 3);
     drop(a);
     assert_eq!(broker.total_subscribers(), 2);
-    broker.sub(&channels(&broker, "channel=a")).unwrap();
+    subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
 }
 
 #[test]
 fn publish_wakes_a_waiting_subscriber() {
     let broker = Broker::builder().id_base(0).build();
-    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     let mut recv = task::spawn(sub.recv());
     assert_pending!(recv.poll());
     publish(&broker, "a", "x");
@@ -76,7 +82,7 @@ fn publish_wakes_a_waiting_subscriber() {
 #[test]
 fn several_channels_in_sequence_order() {
     let broker = Broker::builder().id_base(0).build();
-    let mut sub = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a,b")).unwrap();
     publish(&broker, "b", "1");
     publish(&broker, "c", "not mine");
     publish(&broker, "a", "2");
@@ -91,7 +97,7 @@ fn several_channels_in_sequence_order() {
 #[test]
 fn coalescing_stops_at_max_bytes() {
     let broker = Broker::builder().id_base(0).build();
-    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     for _ in 0..3 {
         publish(&broker, "a", "0123456789");
     }
@@ -111,8 +117,8 @@ fn coalescing_stops_at_max_bytes() {
 #[test]
 fn laggard_is_disconnected_without_holding_up_others() {
     let broker = Broker::builder().id_base(0).buffer(2).build();
-    let mut slow = broker.sub(&channels(&broker, "channel=a")).unwrap();
-    let mut fast = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut slow = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
+    let mut fast = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     for i in 0..5 {
         publish(&broker, "a", &i.to_string());
         assert!(assert_ready!(task::spawn(fast.recv()).poll()).is_some());
@@ -132,7 +138,7 @@ fn laggard_skips_with_skip_policy() {
         .buffer(2)
         .lag_policy(LagPolicy::Skip)
         .build();
-    let mut slow = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut slow = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     for i in 0..5 {
         publish(&broker, "a", &i.to_string());
     }
@@ -146,8 +152,8 @@ fn laggard_skips_with_skip_policy() {
 #[test]
 fn last_subscriber_leaving_removes_the_channel() {
     let broker = Broker::builder().id_base(0).build();
-    let a1 = broker.sub(&channels(&broker, "channel=a,b")).unwrap();
-    let a2 = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let a1 = subscribe(&broker, &channels(&broker, "channel=a,b")).unwrap();
+    let a2 = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     assert_eq!(broker.channel_count(), 2);
     drop(a1);
     assert_eq!(broker.channel_count(), 1);
@@ -170,7 +176,7 @@ fn resume_replays_kept_events_then_live_without_gap_or_duplicate() {
     for i in 1..=5 {
         publish(&broker, if i % 2 == 0 { "a" } else { "b" }, &i.to_string());
     }
-    let mut sub = broker.res(&channels(&broker, "channel=a,b"), "2").unwrap();
+    let mut sub = resume(&broker, &channels(&broker, "channel=a,b"), "2").unwrap();
     assert_eq!(sub.resume(), Resume::Complete);
     publish(&broker, "a", "6");
     assert_eq!(
@@ -178,7 +184,7 @@ fn resume_replays_kept_events_then_live_without_gap_or_duplicate() {
         "data: 3\nid: 3\n\ndata: 4\nid: 4\n\ndata: 5\nid: 5\n\ndata: 6\nid: 6\n\n"
     );
     // Only channel a: the events of a after 2.
-    let mut sub = broker.res(&channels(&broker, "channel=a"), "2").unwrap();
+    let mut sub = resume(&broker, &channels(&broker, "channel=a"), "2").unwrap();
     assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 6\nid: 6\n\n");
 }
 
@@ -186,11 +192,9 @@ fn resume_replays_kept_events_then_live_without_gap_or_duplicate() {
 fn resume_after_a_publisher_id() {
     let broker = Broker::builder().id_base(0).history(10).build();
     publish(&broker, "a", "1");
-    broker
-        .publish_local("a", &Event::default().id("x").data("2"))
-        .unwrap();
+    try_publish(&broker, "a", Event::default().id("x").data("2")).unwrap();
     publish(&broker, "a", "3");
-    let mut sub = broker.res(&channels(&broker, "channel=a"), "x").unwrap();
+    let mut sub = resume(&broker, &channels(&broker, "channel=a"), "x").unwrap();
     assert_eq!(sub.resume(), Resume::Complete);
     assert_eq!(recv_now(&mut sub), "data: 3\nid: 3\n\n");
 }
@@ -201,11 +205,11 @@ fn publish_five_and_resume_with_a_history_of_two(broker: &Broker) {
     for i in 1..=5 {
         publish(broker, "a", &i.to_string());
     }
-    let mut sub = broker.res(&channels(broker, "channel=a"), "1").unwrap();
+    let mut sub = resume(broker, &channels(broker, "channel=a"), "1").unwrap();
     assert_eq!(sub.resume(), Resume::Gap);
     assert_eq!(recv_now(&mut sub), "data: 4\nid: 4\n\ndata: 5\nid: 5\n\n");
     // The last kept event's predecessor is still complete.
-    let sub = broker.res(&channels(broker, "channel=a"), "3").unwrap();
+    let sub = resume(broker, &channels(broker, "channel=a"), "3").unwrap();
     assert_eq!(sub.resume(), Resume::Complete);
 }
 
@@ -220,7 +224,7 @@ fn resume_from_unknown_ids_is_live_only() {
     let broker = Broker::builder().id_base(0).history(10).build();
     publish(&broker, "a", "1");
     for id in ["zzz", "99", "01", "+1", ""] {
-        let mut sub = broker.res(&channels(&broker, "channel=a"), id).unwrap();
+        let mut sub = resume(&broker, &channels(&broker, "channel=a"), id).unwrap();
         assert_eq!(sub.resume(), Resume::Unknown, "{id:?}");
         assert_pending!(task::spawn(sub.recv()).poll());
     }
@@ -230,11 +234,11 @@ fn resume_from_unknown_ids_is_live_only() {
 fn resume_on_a_channel_that_did_not_exist_is_a_gap() {
     // Without history the channel is gone when its subscriber leaves.
     let broker = Broker::builder().id_base(0).build();
-    let sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let sub = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     publish(&broker, "a", "1");
     drop(sub);
     publish(&broker, "a", "2");
-    let sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    let sub = resume(&broker, &channels(&broker, "channel=a"), "1").unwrap();
     assert_eq!(sub.resume(), Resume::Gap);
 }
 
@@ -254,8 +258,8 @@ fn idle_history_channels_are_bounded() {
 #[test]
 fn close_delivers_what_was_published_then_ends() {
     let broker = Broker::builder().id_base(0).build();
-    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
-    let mut waiting = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
+    let mut waiting = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     let mut wait = task::spawn(async {
         let mut n = 0;
         while waiting.recv().await.is_some() {
@@ -267,26 +271,22 @@ fn close_delivers_what_was_published_then_ends() {
     publish(&broker, "a", "last");
     broker.close();
     assert!(matches!(
-        broker.publish_local("a", &Event::default()),
+        try_publish(&broker, "a", Event::default()),
         Err(PublishError::Closed)
     ));
     assert_eq!(assert_ready!(wait.poll()), 1);
     assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_some());
     assert!(assert_ready!(task::spawn(sub.recv()).poll()).is_none());
-    assert!(broker.sub(&channels(&broker, "channel=a")).is_err());
+    assert!(subscribe(&broker, &channels(&broker, "channel=a")).is_err());
 }
 
 #[test]
 fn invalid_input_publishes_nothing() {
     let broker = Broker::builder().id_base(0).build();
-    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
-    assert!(
-        broker
-            .publish_local("a", &Event::default().event("x\ny"))
-            .is_err()
-    );
-    assert!(broker.publish_local("", &Event::default()).is_err());
-    assert!(broker.publish_local("a b", &Event::default()).is_err());
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
+    assert!(try_publish(&broker, "a", Event::default().event("x\ny")).is_err());
+    assert!(try_publish(&broker, "", Event::default()).is_err());
+    assert!(try_publish(&broker, "a b", Event::default()).is_err());
     assert_pending!(task::spawn(sub.recv()).poll());
     // And the failed ones used no id.
     assert_eq!(publish(&broker, "a", "ok"), "1");
@@ -296,11 +296,7 @@ fn invalid_input_publishes_nothing() {
 fn a_channel_that_retains_nothing_goes_with_its_last_subscriber() {
     let broker = Broker::builder().id_base(0).history(10).build();
     for i in 0..100 {
-        drop(
-            broker
-                .sub(&channels(&broker, &format!("channel=c{i}")))
-                .unwrap(),
-        );
+        drop(subscribe(&broker, &channels(&broker, &format!("channel=c{i}"))).unwrap());
     }
     assert_eq!(broker.channel_count(), 0);
 }
@@ -319,7 +315,7 @@ fn idle_history_channels_go_idle_longest_first() {
     assert_eq!(broker.channel_count(), 2);
     assert!(!broker.inner.channels.contains_key("a"));
     // A subscriber takes `b` off the idle list; `b` stays while `c` and then `d` go idle.
-    let b = broker.sub(&channels(&broker, "channel=b")).unwrap();
+    let b = subscribe(&broker, &channels(&broker, "channel=b")).unwrap();
     publish(&broker, "d", "x");
     publish(&broker, "e", "x");
     assert!(broker.inner.channels.contains_key("b"));
@@ -346,14 +342,14 @@ fn the_byte_budget_evicts_the_oldest_events_of_any_channel() {
     let retained = lock(&broker.inner.sequencer).retention.bytes();
     assert_eq!(retained, 3 * 24);
     // a had 1, 3 and 5: 1 is gone, so a resume from before it has a gap; from 1, none.
-    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    let mut sub = resume(&broker, &channels(&broker, "channel=a"), "1").unwrap();
     assert_eq!(sub.resume(), Resume::Complete);
     assert_eq!(
         recv_now(&mut sub),
         "data: xxxxxxxxxx\nid: 3\n\ndata: xxxxxxxxxx\nid: 5\n\n"
     );
     // b had 2 and 4: 2 is gone.
-    let mut sub = broker.res(&channels(&broker, "channel=b"), "1").unwrap();
+    let mut sub = resume(&broker, &channels(&broker, "channel=b"), "1").unwrap();
     assert_eq!(sub.resume(), Resume::Gap);
     assert_eq!(recv_now(&mut sub), "data: xxxxxxxxxx\nid: 4\n\n");
 }
@@ -377,22 +373,22 @@ fn a_channel_emptied_by_the_byte_budget_goes() {
 fn a_resume_replays_at_most_the_history() {
     // A subscriber keeps the channel and its buffer of 256; the history is 2.
     let broker = Broker::builder().id_base(0).history(2).build();
-    let _keeper = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let _keeper = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     publish_five_and_resume_with_a_history_of_two(&broker);
 }
 
 #[test]
 fn without_history_a_resume_replays_nothing() {
     let broker = Broker::builder().id_base(0).build();
-    let _keeper = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let _keeper = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     for i in 1..=3 {
         publish(&broker, "a", &i.to_string());
     }
-    let mut sub = broker.res(&channels(&broker, "channel=a"), "1").unwrap();
+    let mut sub = resume(&broker, &channels(&broker, "channel=a"), "1").unwrap();
     assert_eq!(sub.resume(), Resume::Gap);
     assert_pending!(task::spawn(sub.recv()).poll());
     // Nothing missed: complete, and nothing to replay.
-    let sub = broker.res(&channels(&broker, "channel=a"), "3").unwrap();
+    let sub = resume(&broker, &channels(&broker, "channel=a"), "3").unwrap();
     assert_eq!(sub.resume(), Resume::Complete);
 }
 
@@ -405,7 +401,7 @@ fn ids_of_another_start_are_unknown() {
     for _ in 0..5 {
         publish(&after, "a", "x");
     }
-    let sub = after.res(&channels(&after, "channel=a"), &old).unwrap();
+    let sub = resume(&after, &channels(&after, "channel=a"), &old).unwrap();
     assert_eq!(sub.resume(), Resume::Unknown);
     // By default the ids start from the clock: a later broker's are greater.
     let first: u64 = publish(&Broker::new(), "a", "x").parse().unwrap();
@@ -421,7 +417,7 @@ fn the_brokers_channel_rules_hold_for_a_list_read_elsewhere() {
     let lax = ChannelRules::default()
         .parse_query(Some("channel=toolong"))
         .unwrap();
-    let err = broker.sub(&lax).unwrap_err();
+    let err = subscribe(&broker, &lax).unwrap_err();
     assert!(matches!(err, SubscribeError::Channel(_)), "{err}");
     assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
     assert_eq!(broker.channel_count(), 0);
@@ -431,13 +427,9 @@ fn the_brokers_channel_rules_hold_for_a_list_read_elsewhere() {
 #[test]
 fn ids_longer_than_a_last_event_id_may_be_are_refused() {
     let broker = Broker::builder().id_base(0).max_id_len(4).build();
-    assert!(
-        broker
-            .publish_local("a", &Event::default().id("abcd"))
-            .is_ok()
-    );
+    assert!(try_publish(&broker, "a", Event::default().id("abcd")).is_ok());
     assert!(matches!(
-        broker.publish_local("a", &Event::default().id("abcde")),
+        try_publish(&broker, "a", Event::default().id("abcde")),
         Err(PublishError::IdTooLong { limit: 4 })
     ));
 }
@@ -457,12 +449,12 @@ fn step(t: &mut task::Spawn<()>, sub: &mut Subscription, max_bytes: usize) -> St
 async fn a_drain_refuses_subscriptions_and_lets_publishes_go_on() {
     let broker = Broker::builder().id_base(0).build();
     let all = channels(&broker, "channel=a");
-    let _open = broker.sub(&all).unwrap();
+    let _open = subscribe(&broker, &all).unwrap();
     let _drained = broker.drain(Duration::from_secs(3));
     assert!(broker.is_draining() && !broker.is_closed());
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..200 {
-        match broker.sub(&all).unwrap_err() {
+        match subscribe(&broker, &all).unwrap_err() {
             SubscribeError::Draining { retry_after } => seen.insert(retry_after.as_secs()),
             err => panic!("{err}"),
         };
@@ -478,7 +470,7 @@ async fn a_drain_refuses_subscriptions_and_lets_publishes_go_on() {
 #[tokio::test(start_paused = true)]
 async fn at_its_turn_a_stream_takes_what_came_before_and_no_more() {
     let broker = Broker::builder().id_base(0).build();
-    let mut sub = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     let mut t = task::spawn(());
     assert_eq!(step(&mut t, &mut sub, 1), "pending");
     publish(&broker, "a", "1");
@@ -505,14 +497,14 @@ async fn at_its_turn_a_stream_takes_what_came_before_and_no_more() {
 #[tokio::test(start_paused = true)]
 async fn a_drain_closes_after_its_window_and_grace() {
     let broker = Broker::builder().id_base(0).build();
-    let mut stuck = broker.sub(&channels(&broker, "channel=a")).unwrap();
+    let mut stuck = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
     let window = Duration::from_millis(800);
     let start = Instant::now();
     broker.drain(window).await;
     assert_eq!(start.elapsed(), window + DRAIN_GRACE);
     assert!(broker.is_closed());
     assert!(matches!(
-        broker.publish_local("a", &Event::default()),
+        try_publish(&broker, "a", Event::default()),
         Err(PublishError::Closed)
     ));
     let mut t = task::spawn(());
@@ -528,7 +520,10 @@ async fn a_drain_closes_after_its_window_and_grace() {
 async fn a_drain_ends_with_its_last_stream() {
     let broker = Broker::builder().id_base(0).build();
     let all = channels(&broker, "channel=a,b");
-    let (one, two) = (broker.sub(&all).unwrap(), broker.sub(&all).unwrap());
+    let (one, two) = (
+        subscribe(&broker, &all).unwrap(),
+        subscribe(&broker, &all).unwrap(),
+    );
     let start = Instant::now();
     let mut drained = task::spawn(broker.drain(Duration::from_secs(60)));
     let mut again = task::spawn(broker.drain(Duration::from_secs(1)));
@@ -547,5 +542,8 @@ async fn a_drain_ends_with_its_last_stream() {
     closed.close();
     closed.drain(Duration::from_secs(60)).await;
     assert_eq!(start.elapsed(), Duration::ZERO);
-    assert!(matches!(closed.sub(&all), Err(SubscribeError::Closed)));
+    assert!(matches!(
+        subscribe(&closed, &all),
+        Err(SubscribeError::Closed)
+    ));
 }

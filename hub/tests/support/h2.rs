@@ -158,17 +158,32 @@ impl H2 {
     }
 
     async fn request(&mut self, method: Method, path: &str, body: Bytes) -> Response<Incoming> {
+        self.try_request(method, path, body)
+            .await
+            .expect("a response")
+    }
+
+    /// Sends `GET {path}` as a new stream; the response head, or why the connection took no
+    /// new stream (after a `GOAWAY`, or closed).
+    pub async fn try_get(&mut self, path: &str) -> hyper::Result<Response<Incoming>> {
+        self.try_request(Method::GET, path, Bytes::new()).await
+    }
+
+    async fn try_request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> hyper::Result<Response<Incoming>> {
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .body(Full::new(body))
             .unwrap();
-        guard("stream ready", self.send.ready()).await.unwrap();
-        let res = guard("response head", self.send.send_request(req))
-            .await
-            .expect("a response");
+        guard("stream ready", self.send.ready()).await?;
+        let res = guard("response head", self.send.send_request(req)).await?;
         assert_eq!(res.version(), Version::HTTP_2);
-        res
+        Ok(res)
     }
 
     /// Opens an event stream on `path`: a new stream of this connection, `200`,

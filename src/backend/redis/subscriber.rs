@@ -16,7 +16,7 @@
 //!   [`TIMEOUT`] and the connection is replaced, as above: a paused Redis or a partition
 //!   (TCP up, nothing answers) is found within `HEALTH_INTERVAL + HEALTH_TICK + TIMEOUT`,
 //!   8 s.
-//! - The queue of [`Ensure`] requests is bounded ([`QUEUE`](super::QUEUE) requests); when
+//! - The queue of [`Ensure`] requests is bounded ([`QUEUE`](super::backend::QUEUE) requests); when
 //!   full, an ensure fails at once. While the task waits to reconnect, requests are answered
 //!   at once; while it connects, they wait for it (each step bounded as above).
 //! - Releases don't go through the queue, which could be full: they go into a set of names
@@ -46,7 +46,7 @@ use tokio::{
 };
 
 use super::{
-    TIMEOUT,
+    backend::TIMEOUT,
     wire::{channel_key, channel_name, epoch_key, history_key, parse_message, seq_key, token},
 };
 use crate::backend::{Gone, Inbound, Message};

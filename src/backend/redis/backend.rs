@@ -1,0 +1,286 @@
+//! [`RedisBackend`]: the broker's side of the Redis backend, what the [`Backend`] seam asks
+//! of it: publish (one Lua script), ensure a channel's subscription (a request to the
+//! [`Subscriber`] task), release, replay (one Lua script).
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::{Client, RedisError, Script, Value, aio::ConnectionManager};
+use tokio::{
+    sync::{
+        mpsc::{self, error::TrySendError},
+        oneshot,
+    },
+    time::timeout,
+};
+
+use super::{
+    subscriber::{Ensure, Registry, Subscriber},
+    wire::{channel_key, clock_key, history_key, ids_key, parse_message, repeat_key, seq_key},
+};
+use crate::{
+    backend::{Backend, BoxFuture, Replay},
+    error::{BoxError, ConnectError, OutcomeUnknown},
+    event::Event,
+};
+
+/// How long one Redis command may take.
+pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a publish, an ensure or a replay may take in all, reconnecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many ensure requests may wait for the subscription task.
+pub(super) const QUEUE: usize = 1024;
+
+/// How long a channel's history is kept after its last publish.
+const HISTORY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a publish with an id is remembered, so a repeat of it is not published.
+const REPEAT_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// How often the clock samples the counter, at most.
+const CLOCK_STEP: Duration = Duration::from_secs(60);
+
+/// How many bytes of events one resume replays at most.
+const REPLAY_BYTES: usize = 4 << 20;
+
+/// The broker's side of the backend: publish, ensure subscriptions, replay.
+pub(crate) struct RedisBackend {
+    conn: ConnectionManager,
+    control: mpsc::Sender<Ensure>,
+    registry: Arc<Registry>,
+    history: usize,
+    /// The highest sequence number this instance has seen, shared with its [`Subscriber`].
+    seen: Arc<AtomicU64>,
+    publish: Script,
+    replay: Script,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("history", &self.history)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed publish: [`OutcomeUnknown`] when the command may have reached Redis (no answer
+/// in time, or the connection lost on the way), the plain error when Redis surely did not
+/// run it (connection refused, an error reply).
+fn publish_error(err: RedisError) -> BoxError {
+    if err.is_timeout() || err.is_connection_dropped() {
+        Box::new(OutcomeUnknown(err.into()))
+    } else {
+        err.into()
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl RedisBackend {
+    /// Connects to Redis at `url`; the returned task must be spawned with the broker's
+    /// [`Inbound`](crate::backend::Inbound) handle. `history` is how many events each
+    /// channel's stream keeps.
+    pub(super) async fn connect(
+        url: &str,
+        history: usize,
+    ) -> Result<(RedisBackend, Subscriber), ConnectError> {
+        let failed = |err: redis::RedisError| ConnectError::new("Redis", url, err.into());
+        let client = Client::open(url).map_err(failed)?;
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT)
+            .set_number_of_retries(1);
+        let conn = client
+            .get_connection_manager_with_config(manager)
+            .await
+            .map_err(failed)?;
+        let (control, requests) = mpsc::channel(QUEUE);
+        let registry = Arc::new(Registry::default());
+        let seen = Arc::new(AtomicU64::new(0));
+        let backend = RedisBackend {
+            conn: conn.clone(),
+            control,
+            registry: registry.clone(),
+            history,
+            seen: seen.clone(),
+            publish: Script::new(include_str!("publish.lua")),
+            replay: Script::new(include_str!("replay.lua")),
+        };
+        let task = Subscriber::new(client, conn, requests, registry, seen);
+        Ok((backend, task))
+    }
+
+    async fn publish(&self, channel: &str, event: &Event) -> Result<String, BoxError> {
+        let head = event.encode_head(0);
+        let (flag, id) = match event.get_id() {
+            Some(id) => ("g", id),
+            None => ("a", ""),
+        };
+        let mut conn = self.conn.clone();
+        let mut invocation = self.publish.key(seq_key());
+        invocation
+            .key(history_key(channel))
+            .key(channel_key(channel))
+            .key(ids_key(channel))
+            .key(repeat_key(channel, id))
+            .key(clock_key())
+            .arg(&head[..])
+            .arg(id)
+            .arg(flag)
+            .arg(self.history)
+            .arg(self.seen.load(Ordering::Relaxed))
+            .arg(millis(HISTORY_TTL))
+            .arg(millis(REPEAT_WINDOW))
+            .arg(millis(CLOCK_STEP));
+        let published = match timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(err)) => Err(publish_error(err)),
+            Err(_) => Err(Box::new(OutcomeUnknown(
+                format!("no answer from Redis within {REQUEST_TIMEOUT:?}").into(),
+            )) as BoxError),
+        };
+        let (id, seq, repeat): (String, u64, u8) = published
+            .inspect_err(|err| tracing::warn!(%err, channel, "publish to Redis failed"))?;
+        if repeat == 1 {
+            tracing::debug!(channel, id, "a repeat, not published again");
+        }
+        self.seen.fetch_max(seq, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    async fn ensure(&self, channels: &[Arc<str>]) -> Result<(), BoxError> {
+        if self.registry.all_subscribed(channels) {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Ensure {
+            names: channels.to_vec(),
+            reply,
+        };
+        self.control.try_send(request).map_err(|err| match err {
+            TrySendError::Full(_) => "too many Redis subscriptions under way",
+            TrySendError::Closed(_) => "Redis subscriber stopped",
+        })?;
+        match timeout(REQUEST_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result.map_err(Into::into),
+            Ok(Err(_)) => Err("Redis subscriber stopped".into()),
+            Err(_) => Err(format!("no answer from Redis within {REQUEST_TIMEOUT:?}").into()),
+        }
+    }
+
+    async fn replay(
+        &self,
+        channels: &[Arc<str>],
+        last_event_id: &str,
+        seq: Option<u64>,
+    ) -> Result<Replay, BoxError> {
+        let mut invocation = self.replay.key(seq_key());
+        invocation.key(clock_key());
+        for name in channels {
+            invocation.key(history_key(name)).key(ids_key(name));
+        }
+        invocation
+            .arg(last_event_id)
+            .arg(if seq.is_some() { "1" } else { "0" })
+            .arg(self.history)
+            .arg(REPLAY_BYTES)
+            .arg(millis(HISTORY_TTL));
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| format!("no answer from Redis within {REQUEST_TIMEOUT:?}"))??;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let (Some(snapshot), Some(complete), Some(after)) =
+            (int(reply.first()), int(reply.get(1)), int(reply.get(2)))
+        else {
+            return Err("unexpected replay reply from Redis".into());
+        };
+        let snapshot = u64::try_from(snapshot).unwrap_or(0);
+        self.seen.fetch_max(snapshot, Ordering::Relaxed);
+        let Ok(after) = u64::try_from(after) else {
+            return Ok(Replay::default());
+        };
+        let mut messages: Vec<_> = reply[3..]
+            .iter()
+            .filter_map(|v| match v {
+                Value::BulkString(bytes) => parse_message(bytes),
+                _ => None,
+            })
+            .collect();
+        messages.sort_by_key(|m| m.seq);
+        Ok(Replay {
+            after: Some(after),
+            complete: complete == 1,
+            snapshot,
+            events: messages.into_iter().map(|m| m.bytes).collect(),
+        })
+    }
+}
+
+impl Backend for RedisBackend {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<String, BoxError>> {
+        Box::pin(RedisBackend::publish(self, channel, event))
+    }
+
+    fn ensure<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(RedisBackend::ensure(self, channels))
+    }
+
+    fn release(&self, channel: Arc<str>) {
+        self.registry.release(channel);
+    }
+
+    fn reachable(&self) -> bool {
+        self.registry.reachable()
+    }
+
+    fn replay<'a>(
+        &'a self,
+        channels: &'a [Arc<str>],
+        last_event_id: &'a str,
+        seq: Option<u64>,
+    ) -> BoxFuture<'a, Result<Replay, BoxError>> {
+        Box::pin(RedisBackend::replay(self, channels, last_event_id, seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_publish_sent_without_an_answer_has_an_unknown_outcome() {
+        let io = |kind: ErrorKind| RedisError::from(Error::from(kind));
+        for kind in [
+            ErrorKind::TimedOut,
+            ErrorKind::BrokenPipe,
+            ErrorKind::ConnectionReset,
+            ErrorKind::UnexpectedEof,
+        ] {
+            assert!(publish_error(io(kind)).is::<OutcomeUnknown>(), "{kind:?}");
+        }
+        let refused = publish_error(io(ErrorKind::ConnectionRefused));
+        assert!(!refused.is::<OutcomeUnknown>());
+        let reply = RedisError::from((redis::ErrorKind::ResponseError, "ERR", "bad".to_owned()));
+        assert!(!publish_error(reply).is::<OutcomeUnknown>());
+    }
+}
