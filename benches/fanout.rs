@@ -39,10 +39,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn subscribers(rt: &tokio::runtime::Runtime, broker: &Broker, n: usize) -> Vec<Subscription> {
-    let channels = broker
-        .channel_rules()
-        .parse_query(Some("channel=bench"))
-        .unwrap();
+    let channels = broker.channel_rules().channels(["bench"]).unwrap();
     rt.block_on(async {
         let mut subs = Vec::with_capacity(n);
         for _ in 0..n {

@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async {
         let broker = Broker::builder().buffer(1024).build();
-        let channels = broker.channel_rules().parse_query(Some("channel=bench"))?;
+        let channels = broker.channel_rules().channels(["bench"])?;
         let mut subscriptions = Vec::new();
         for _ in 0..if fanout { 100 } else { 1 } {
             subscriptions.push(broker.subscribe(&channels).await?);

@@ -675,9 +675,7 @@ mod tests {
     async fn checked_channels_in_extensions_win_over_the_query() {
         let broker = Broker::builder().id_base(0).build();
         let mut req = get("/?channel=other");
-        let checked = ChannelRules::default()
-            .parse_query(Some("channel=a"))
-            .unwrap();
+        let checked = ChannelRules::default().channels(["a"]).unwrap();
         req.extensions_mut().insert(checked);
         let _res = SseService::new(broker.clone()).oneshot(req).await.unwrap();
         assert_eq!(broker.subscriber_count("a"), 1);

@@ -50,7 +50,7 @@ async fn connect(url: &str, history: usize) -> Broker {
 fn channels(broker: &Broker, list: &str) -> Channels {
     broker
         .channel_rules()
-        .parse_query(Some(&format!("channel={list}")))
+        .channels(list.split(','))
         .expect("channel list")
 }
 

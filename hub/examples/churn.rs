@@ -1,6 +1,6 @@
 //! Run with: cargo run --release --example churn -- --cycles 10000
-//! or, against the hub as shipped: cargo build --release --features hub --bin tower-sse-hub &&
-//! cargo run --release --features hub --example churn -- --random-names [--names 25000,100000]
+//! or, against the hub as shipped: cargo build --release -p tower-sse-hub --bin tower-sse-hub &&
+//! cargo run --release -p tower-sse-hub --example churn -- --random-names [--names 25000,100000]
 //!
 //! Connect/disconnect churn over real sockets on 127.0.0.1.
 //!

@@ -1,11 +1,11 @@
 //! A hub of your own: the standalone hub's routes (`tower_sse_hub::app`) plus one of yours.
 //!
-//! Run with: `cargo run --features hub --example hub`, then
+//! Run with: `cargo run -p tower-sse-hub --example hub`, then
 //! `curl -N 'http://127.0.0.1:8080/events?channel=news'`, and in another terminal
 //! `curl 'http://127.0.0.1:8080/subscribers?channel=news'` (`1`) and
 //! `curl -X POST --data-binary 'Hello!' 'http://127.0.0.1:8080/publish?channel=news'`.
 //!
-//! To run the hub as it is, no Rust needed: `cargo install --path . --features hub`, then
+//! To run the hub as it is, no Rust needed: `cargo install --path hub`, then
 //! `tower-sse-hub --help`. This example is for an app that needs more than its flags: here a
 //! route that counts a channel's subscribers; in yours, your own auth, routes or layers.
 

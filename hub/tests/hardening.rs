@@ -674,10 +674,7 @@ async fn a_resume_replays_at_most_the_history_whatever_the_buffer() {
             .buffer(buffer)
             .history(history)
             .build();
-        let channels = broker
-            .channel_rules()
-            .parse_query(Some("channel=m"))
-            .unwrap();
+        let channels = broker.channel_rules().channels(["m"]).unwrap();
         // A subscriber keeps the channel and its buffer.
         let _idle = broker.subscribe(&channels).await.unwrap();
         for i in 1..=100 {

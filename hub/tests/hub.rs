@@ -881,7 +881,7 @@ async fn broker_is_in_process_and_keeps_history() {
         ids.push(broker.publish("news", event).await.unwrap());
     }
     // Nobody listened, yet the events are kept for resuming.
-    let channels = broker.channel_rules().parse_query(Some("channel=news"));
+    let channels = broker.channel_rules().channels(["news"]);
     let channels = channels.unwrap();
     let mut subscription = broker.resume(&channels, &ids[0]).await.unwrap();
     assert_eq!(subscription.resume(), tower_sse::Resume::Complete);

@@ -134,7 +134,7 @@ mod tests;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let broker = Broker::new();
-/// let channels = broker.channel_rules().parse_query(Some("channel=news")).unwrap();
+/// let channels = broker.channel_rules().channels(["news"]).unwrap();
 /// let mut subscription = broker.subscribe(&channels).await?;
 ///
 /// let id = broker.publish("news", Event::default().data("hi")).await?;
@@ -288,7 +288,7 @@ impl Broker {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// # let broker = tower_sse::Broker::new();
-    /// let channels = broker.channel_rules().parse_query(Some("channel=a,b")).unwrap();
+    /// let channels = broker.channel_rules().channels(["a", "b"]).unwrap();
     /// let subscription = broker.subscribe(&channels).await.unwrap();
     /// assert_eq!(broker.subscriber_count("a"), 1);
     /// drop(subscription);

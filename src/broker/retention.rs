@@ -13,7 +13,10 @@
 //!
 //! An entry a ring dropped by itself (its capacity), a channel removed, or one that got a
 //! subscriber again, leaves a stale item in its queue, skipped when reached; each queue is
-//! compacted when stale items outnumber live ones, so both stay bounded by what is live.
+//! compacted when stale items outnumber live ones, so both stay bounded by what is live. A
+//! channel that goes idle again (a client reconnecting to it, then leaving) is queued again at
+//! the back, with a new stamp: its earlier item is stale, so it holds one live item, and
+//! counts as idle since it last went idle.
 //!
 //! The queues are guarded by the broker's sequencer lock: pushes happen in order, and the lock
 //! order is always sequencer, then channel map, then ring.
@@ -21,7 +24,7 @@
 //! [`BrokerBuilder::history_channels`]: crate::BrokerBuilder::history_channels
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Weak},
 };
 
@@ -41,8 +44,15 @@ pub(super) struct Retention {
     entries: VecDeque<(u64, Arc<Ring>)>,
     /// How many items of `entries` are still in their ring.
     live: usize,
-    /// Idle channels that keep history, idle longest first; some are stale.
-    idle: VecDeque<Weak<Ring>>,
+    /// Idle channels that keep history, idle longest first, each with the stamp it was queued
+    /// with; some are stale.
+    idle: VecDeque<Idle>,
+    /// The stamp of each ring's newest item in `idle`, by the ring's address; an item with
+    /// another stamp, or none, is stale. An entry goes with its item (or its ring's removal),
+    /// and that item's `Weak` keeps the allocation, so no other ring has the address meanwhile.
+    stamps: HashMap<usize, u64>,
+    /// The last stamp given out.
+    stamp: u64,
     /// The most idle channels with history.
     max_idle: usize,
     /// Channels removed so far, so that callers recount the channels only when it moved.
@@ -64,6 +74,8 @@ impl Retention {
             entries: VecDeque::new(),
             live: 0,
             idle: VecDeque::new(),
+            stamps: HashMap::new(),
+            stamp: 0,
             max_idle,
             removed: 0,
         }
@@ -77,6 +89,12 @@ impl Retention {
     /// The encoded bytes retained now.
     pub(super) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// How many items the idle queue holds, stale ones included.
+    #[cfg(test)]
+    pub(super) fn idle_queued(&self) -> usize {
+        self.idle.len()
     }
 
     /// An entry of `len` bytes with order number `seq` went into `ring`, which dropped one of
@@ -129,22 +147,38 @@ impl Retention {
     pub(super) fn idle(&mut self, channels: &ChannelMap<'_>, ring: &Arc<Ring>) {
         if ring.mark_idle() {
             channels.idle.fetch_add(1, Ordering::AcqRel);
-            self.idle.push_back(Arc::downgrade(ring));
+            self.stamp += 1;
+            // Replaces the stamp of the ring's earlier item, if one is still queued.
+            self.stamps.insert(address(ring), self.stamp);
+            self.idle.push_back(Idle {
+                stamp: self.stamp,
+                ring: Arc::downgrade(ring),
+            });
         } else {
             self.remove_empty(channels, ring);
         }
         while channels.idle.load(Ordering::Acquire) > self.max_idle {
-            let Some(ring) = self.idle.pop_front() else {
+            let Some(item) = self.idle.pop_front() else {
                 break;
             };
-            if let Some(ring) = ring.upgrade().filter(|ring| ring.is_idle()) {
+            let live = item.live(&self.stamps);
+            item.forget(&mut self.stamps);
+            if let Some(ring) = live {
                 self.remove(channels, &ring);
             }
         }
+        // Live items are at most one per idle ring, so a pass keeps at most half: amortised
+        // O(1) per item queued.
         let idle = channels.idle.load(Ordering::Acquire);
-        if self.idle.len() > 2 * idle + 64 {
-            self.idle
-                .retain(|ring| ring.upgrade().is_some_and(|ring| ring.is_idle()));
+        if self.idle.len() > 2 * idle {
+            let stamps = &mut self.stamps;
+            self.idle.retain(|item| {
+                let live = item.live(stamps).is_some();
+                if !live {
+                    item.forget(stamps);
+                }
+                live
+            });
         }
     }
 
@@ -159,6 +193,7 @@ impl Retention {
             .is_some();
         if removed {
             self.removed += 1;
+            self.stamps.remove(&address(ring));
             let (bytes, entries) = ring.clear();
             self.bytes -= bytes;
             self.live -= entries;
@@ -175,4 +210,33 @@ impl Retention {
             self.remove(channels, ring);
         }
     }
+}
+
+/// An item of the idle queue.
+struct Idle {
+    stamp: u64,
+    ring: Weak<Ring>,
+}
+
+impl Idle {
+    /// The ring, if this is its newest item and it is still idle.
+    fn live(&self, stamps: &HashMap<usize, u64>) -> Option<Arc<Ring>> {
+        if stamps.get(&self.ring.as_ptr().addr()) != Some(&self.stamp) {
+            return None;
+        }
+        self.ring.upgrade().filter(|ring| ring.is_idle())
+    }
+
+    /// The item leaves the queue: forgets its ring's stamp if it is this one's.
+    fn forget(&self, stamps: &mut HashMap<usize, u64>) {
+        let key = self.ring.as_ptr().addr();
+        if stamps.get(&key) == Some(&self.stamp) {
+            stamps.remove(&key);
+        }
+    }
+}
+
+/// The key of `ring` in [`Retention::stamps`].
+fn address(ring: &Arc<Ring>) -> usize {
+    Arc::as_ptr(ring).addr()
 }

@@ -49,7 +49,7 @@ const MAX_BATCH: usize = 64 * 1024;
 /// # async fn main() {
 /// # use tower_sse::{Broker, Event};
 /// let broker = Broker::builder().id_base(0).build();
-/// let channels = broker.channel_rules().parse_query(Some("channel=a")).unwrap();
+/// let channels = broker.channel_rules().channels(["a"]).unwrap();
 /// let mut subscription = broker.subscribe(&channels).await.unwrap();
 /// broker.publish("a", Event::default().data("1")).await.unwrap();
 /// broker.publish("a", Event::default().data("2")).await.unwrap();

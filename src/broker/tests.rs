@@ -414,9 +414,7 @@ fn the_brokers_channel_rules_hold_for_a_list_read_elsewhere() {
         .id_base(0)
         .channel_rules(ChannelRules::default().max_len(3))
         .build();
-    let lax = ChannelRules::default()
-        .parse_query(Some("channel=toolong"))
-        .unwrap();
+    let lax = ChannelRules::default().channels(["toolong"]).unwrap();
     let err = subscribe(&broker, &lax).unwrap_err();
     assert!(matches!(err, SubscribeError::Channel(_)), "{err}");
     assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
@@ -546,4 +544,30 @@ async fn a_drain_ends_with_its_last_stream() {
         subscribe(&closed, &all),
         Err(SubscribeError::Closed)
     ));
+}
+
+/// A client that keeps reconnecting to a channel with history (a browser tab retrying every
+/// few seconds) leaves one item in the idle queue, not one per reconnect; and the channel it
+/// left last is the newest idle, not the one idle longest.
+#[test]
+fn reconnects_to_an_idle_channel_leave_one_idle_item() {
+    let broker = Broker::builder()
+        .id_base(0)
+        .history(4)
+        .history_channels(3)
+        .build();
+    for name in ["a", "b", "c"] {
+        publish(&broker, name, "x");
+    }
+    let a = channels(&broker, "channel=a");
+    for _ in 0..1000 {
+        drop(subscribe(&broker, &a).unwrap());
+    }
+    let queued = lock(&broker.inner.sequencer).retention.idle_queued();
+    assert!(queued <= 2 * 3, "{queued} idle items for 3 channels");
+    assert_eq!(broker.inner.idle.load(Ordering::Acquire), 3);
+    // `a` went idle last: `b` is the one idle longest.
+    publish(&broker, "d", "x");
+    assert!(broker.inner.channels.contains_key("a"));
+    assert!(!broker.inner.channels.contains_key("b"));
 }

@@ -1,5 +1,5 @@
-//! Run with: cargo build --release --features hub --bin tower-sse-hub &&
-//! cargo run --release --features hub --example loadtest -- [--quick] [--runs 3]
+//! Run with: cargo build --release -p tower-sse-hub --bin tower-sse-hub &&
+//! cargo run --release -p tower-sse-hub --example loadtest -- [--quick] [--runs 3]
 //!
 //! (The hub is measured as built: build it first, with the same profile.)
 //!
@@ -14,7 +14,7 @@
 //!
 //! Each server runs in its own child process on its own `127.0.0.1` port, so that `/proc/<pid>`
 //! gives its own RSS and CPU time: the hub binary, found where cargo builds it (`cargo build
-//! --features hub --bin tower-sse-hub`), with `--bind` a free port and nothing else; the baseline is
+//! -p tower-sse-hub --bin tower-sse-hub`), with `--bind` a free port and nothing else; the baseline is
 //! this binary again (hidden `serve` subcommand), served as the hub serves
 //! (`router.into_make_service()`, a listen backlog of 1,024). The parent opens raw TCP
 //! subscribers (`GET /events?channel=..`, bytes scanned for `data:` lines) and publishes

@@ -44,9 +44,9 @@ pub fn hub_binary() -> Result<PathBuf, BoxError> {
     }
     let release = exe.components().any(|part| part.as_os_str() == "release");
     let build = if release {
-        "cargo build --release --features hub --bin tower-sse-hub"
+        "cargo build --release -p tower-sse-hub --bin tower-sse-hub"
     } else {
-        "cargo build --features hub --bin tower-sse-hub"
+        "cargo build -p tower-sse-hub --bin tower-sse-hub"
     };
     let hub = hub.display();
     Err(format!("no hub binary at {hub}; build it with the same profile: {build}").into())
