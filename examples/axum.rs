@@ -69,7 +69,7 @@ fn check(headers: &HeaderMap, channel: &str, expected: &str) -> Result<(), Denie
     if !channel.starts_with("admin.") {
         return Ok(());
     }
-    // A real app would compare in constant time, as `tower_sse::hub` does.
+    // A real app would compare in constant time, as `tower-sse-hub` does.
     match headers.get(header::AUTHORIZATION) {
         None => Err(Denied::unauthorized("admin channels need a bearer token")),
         Some(given) if given.as_bytes() == expected.as_bytes() => Ok(()),

@@ -93,7 +93,7 @@ pub async fn serve(
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:3000").await?;
     println!("hyper: listening on http://{}", listener.local_addr()?);
-    // Ctrl-C only; `tower_sse::hub::shutdown_signal` (feature `hub`) also takes SIGTERM.
+    // Ctrl-C only; `tower_sse_hub::shutdown_signal` (crate tower-sse-hub) also takes SIGTERM.
     let ctrl_c = async { drop(tokio::signal::ctrl_c().await) };
     serve(listener, Broker::new(), ctrl_c).await?;
     Ok(())

@@ -4,7 +4,7 @@
 //! with a `text/plain` reason (or, past hyper's own header limit, a `4xx` from hyper or a closed
 //! connection), no handler panics, and the server then still serves a normal stream. The
 //! attacks run against [`SseService`] in a plain hyper connection loop and against the hub
-//! (`tower_sse::hub`, where an `AccessLayer` reads the channels first). Clients are raw
+//! (`tower_sse_hub`, where an `AccessLayer` reads the channels first). Clients are raw
 //! `TcpStream`s (to send exactly the bytes meant) or reqwest.
 #[path = "../examples/churn.rs"]
 #[allow(dead_code)]

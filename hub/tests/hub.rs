@@ -1,4 +1,4 @@
-//! The standalone hub (`tower_sse::hub`) over real sockets: its router served on
+//! The standalone hub (`tower_sse_hub`) over real sockets: its router served on
 //! `127.0.0.1:0`, reqwest as the client, eventsource-stream as the parser.
 use tower_sse_test_support as support;
 use tower_sse_test_support::events;

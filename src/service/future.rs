@@ -12,7 +12,7 @@ use http::Response;
 
 use crate::body::SseBody;
 
-/// The response future of [`SseService`]: ready at once with the in-process broker (the
+/// The response future of [`SseService`](super::SseService): ready at once with the in-process broker (the
 /// subscription is made in [`call`](tower::Service::call), and nothing is allocated for the
 /// future); with Redis, ready once the channels' Redis subscriptions are in place.
 ///
