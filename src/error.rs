@@ -66,6 +66,13 @@ pub enum PublishError {
     },
     /// [`Broker::close`](crate::Broker::close) was called.
     Closed,
+    /// The event is larger than the backend carries: on flask-sse's Redis
+    /// (`redis::flask_sse`, feature `redis`), a message over its limit, which every broker
+    /// would drop. A service answers it with `413 Payload Too Large`.
+    TooLarge {
+        /// The limit, in bytes of the backend's message.
+        limit: usize,
+    },
     /// The backend could not take the event (Redis refused the connection or the command):
     /// it was surely not published. Worth a retry; a service answers it with
     /// `503 Service Unavailable`.
@@ -83,7 +90,8 @@ pub enum PublishError {
 
 impl PublishError {
     /// The status a service answers this error with: `400 Bad Request` for bad input (the
-    /// event or the channel name), `504 Gateway Timeout` when the outcome is
+    /// event or the channel name), `413 Payload Too Large` for an event
+    /// [too large](PublishError::TooLarge) for the backend, `504 Gateway Timeout` when the outcome is
     /// [unknown](PublishError::Unknown) (the event may have been published), `503 Service
     /// Unavailable` otherwise (closed, backend down: nothing was published, worth a retry).
     ///
@@ -99,19 +107,21 @@ impl PublishError {
             PublishError::Event(_) | PublishError::Channel(_) | PublishError::IdTooLong { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::Closed | PublishError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
             PublishError::Unknown(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
-    /// The error for a backend's failed publish: [`PublishError::Unknown`] when the backend
+    /// The error for a backend's failed publish: the backend's own refusal when it is a
+    /// `PublishError` ([`PublishError::TooLarge`]), [`PublishError::Unknown`] when the backend
     /// says the event may have been published ([`OutcomeUnknown`]), else
     /// [`PublishError::Backend`].
     pub(crate) fn from_backend(err: BoxError) -> PublishError {
-        if err.is::<OutcomeUnknown>() {
-            PublishError::Unknown(err)
-        } else {
-            PublishError::Backend(err)
+        match err.downcast::<PublishError>() {
+            Ok(refused) => *refused,
+            Err(err) if err.is::<OutcomeUnknown>() => PublishError::Unknown(err),
+            Err(err) => PublishError::Backend(err),
         }
     }
 
@@ -121,6 +131,7 @@ impl PublishError {
             PublishError::Event(_) => "event",
             PublishError::Channel(_) => "channel",
             PublishError::IdTooLong { .. } => "id",
+            PublishError::TooLarge { .. } => "too_large",
             PublishError::Closed => "closed",
             PublishError::Backend(_) => "backend",
             PublishError::Unknown(_) => "unknown",
@@ -134,6 +145,9 @@ impl fmt::Display for PublishError {
             PublishError::Event(err) => fmt::Display::fmt(err, f),
             PublishError::Channel(err) => fmt::Display::fmt(err, f),
             PublishError::IdTooLong { limit } => write!(f, "id longer than {limit} bytes"),
+            PublishError::TooLarge { limit } => {
+                write!(f, "event larger than the backend's {limit} bytes")
+            }
             PublishError::Closed => f.write_str("broker is closed"),
             PublishError::Backend(err) => write!(f, "backend unavailable: {err}"),
             PublishError::Unknown(err) => {
@@ -151,7 +165,9 @@ impl StdError for PublishError {
         match self {
             PublishError::Event(err) => Some(err),
             PublishError::Channel(err) => Some(err),
-            PublishError::IdTooLong { .. } | PublishError::Closed => None,
+            PublishError::IdTooLong { .. }
+            | PublishError::TooLarge { .. }
+            | PublishError::Closed => None,
             PublishError::Backend(err) | PublishError::Unknown(err) => Some(&**err),
         }
     }

@@ -178,6 +178,24 @@ impl Event {
         self.id.as_deref()
     }
 
+    /// The event type, for a backend that carries the fields (flask-sse's JSON).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the flask-sse backend uses it
+    pub(crate) fn get_event(&self) -> Option<&str> {
+        self.event.as_deref()
+    }
+
+    /// The data, for a backend that carries the fields.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the flask-sse backend uses it
+    pub(crate) fn get_data(&self) -> Option<&str> {
+        self.data.as_deref()
+    }
+
+    /// The reconnection time, for a backend that carries the fields.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the flask-sse backend uses it
+    pub(crate) fn get_retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
     /// Checks that the event can be sent.
     ///
     /// # Errors

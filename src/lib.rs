@@ -80,7 +80,7 @@
 //! | feature | default | what it adds |
 //! |---------|---------|--------------|
 //! | `json`  | yes     | [`Event::json_data`], with serde_json |
-//! | `redis` | no      | the Redis backend, so several instances share channels |
+//! | `redis` | no      | the Redis backend, so several instances share channels; and [`redis::flask_sse`], to serve and publish a Flask app's flask-sse messages |
 //!
 //! [WHATWG]: https://html.spec.whatwg.org/multipage/server-sent-events.html
 #![forbid(unsafe_code)]
@@ -97,6 +97,7 @@ pub mod error;
 pub mod event;
 pub mod metrics;
 mod random;
+mod rate_limited;
 mod response;
 pub mod service;
 mod sync;

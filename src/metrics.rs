@@ -18,6 +18,7 @@
 //! | [`PUBLISH_ERRORS`] | counter | `reason` | publishes refused: `event`, `channel`, `id`, `closed`, `backend`, `unknown` (no answer: may be published) |
 //! | [`SUBSCRIBE_ERRORS`] | counter | `reason` | subscriptions refused: `channel`, `too_many`, `closed`, `backend` |
 //! | [`DENIED`] | counter | `status` | requests an [`AccessLayer`](crate::AccessLayer) denied |
+//! | [`FLASK_SSE_DROPPED`] | counter | `reason` | messages on flask-sse's Redis dropped (`redis::flask_sse`, feature `redis`): `too_large`, `json`, `data`, `type`, `id`, `retry` |
 //!
 //! The `channel` label is off by default: it would take a value per channel name any client
 //! makes up, and a recorder keeps a series after its channel is gone. With
@@ -56,6 +57,8 @@ pub const PUBLISH_ERRORS: &str = "sse_publish_errors_total";
 pub const SUBSCRIBE_ERRORS: &str = "sse_subscribe_errors_total";
 /// Counter, label `status`: requests an access layer denied.
 pub const DENIED: &str = "sse_access_denied_total";
+/// Counter, label `reason`: messages on flask-sse's Redis that could not be served, dropped.
+pub const FLASK_SSE_DROPPED: &str = "sse_flask_sse_dropped_total";
 
 /// A broker's handles, taken once so that the hot paths only add to atomics.
 pub(crate) struct Metrics {
@@ -99,4 +102,10 @@ pub(crate) fn subscribe_error(reason: &'static str) {
 
 pub(crate) fn denied(status: http::StatusCode) {
     ::metrics::counter!(DENIED, "status" => status.as_str().to_owned()).increment(1);
+}
+
+/// Counts a dropped flask-sse message; `reason` is its label.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // only the flask-sse backend uses it
+pub(crate) fn flask_sse_dropped(reason: &'static str) {
+    ::metrics::counter!(FLASK_SSE_DROPPED, "reason" => reason).increment(1);
 }

@@ -49,7 +49,8 @@ pub struct Args {
     )]
     pub bind: String,
     /// Redis URL, so several hubs share channels (needs the `redis` feature); else
-    /// $SSE_REDIS_URL, else $REDIS_URL, else the hub keeps everything in process.
+    /// $SSE_REDIS_URL, else $REDIS_URL (not with --flask-sse-redis), else the hub keeps
+    /// everything in process.
     #[arg(
         long,
         env = "SSE_HUB_REDIS_URL",
@@ -57,6 +58,17 @@ pub struct Args {
         value_name = "URL"
     )]
     pub redis_url: Option<String>,
+    /// The Redis a Flask app's flask-sse publishes to (its REDIS_URL): serve what
+    /// `sse.publish()` sends there, and publish in its format (needs the `redis` feature).
+    /// Not with --redis-url; $SSE_REDIS_URL and $REDIS_URL are then not read.
+    #[arg(
+        long,
+        env = "SSE_HUB_FLASK_SSE_REDIS",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with = "redis_url"
+    )]
+    pub flask_sse_redis: Option<String>,
     /// Bearer token needed to publish and to subscribe to `private.*` channels.
     #[arg(
         long,
@@ -185,7 +197,10 @@ pub struct Args {
 
 /// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
 /// `REDIS_URL` (flask-sse's names). [`run`](super::run) passes the two variables as
-/// `tower_sse::redis::url_from_env` reads them, already in that order.
+/// `tower_sse::redis::url_from_env` reads them, already in that order, unless
+/// `--flask-sse-redis` is given: then neither variable is read (a Flask app's environment has
+/// `REDIS_URL` for flask-sse, meant for that same backend), and only `--redis-url` itself
+/// (or `SSE_HUB_REDIS_URL`) conflicts with it.
 ///
 /// ```
 /// use tower_sse_hub::redis_url;
@@ -206,12 +221,15 @@ pub fn redis_url(
         .find(|url| !url.is_empty())
 }
 
-/// The broker the flags ask for: in process, or on Redis.
+/// The broker the flags ask for: in process, on Redis (`--redis-url`), or on the Redis a
+/// Flask app's flask-sse publishes to (`--flask-sse-redis`, see
+/// [`tower_sse::redis::flask_sse`]).
 ///
 /// # Errors
 ///
-/// Redis can't be reached, or a Redis URL is given to a hub built without the `redis`
-/// feature (it is refused, never ignored).
+/// Redis can't be reached, both URLs are given (the command line refuses that already, exit
+/// code 2), or a Redis URL is given to a hub built without the `redis` feature (it is refused,
+/// never ignored).
 ///
 /// ```
 /// use clap::Parser;
@@ -231,13 +249,20 @@ pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
         .max_subscribers(args.max_subscribers)
         .max_subscribers_per_channel(args.max_subscribers_per_channel)
         .channel_rules(ChannelRules::default().max_channels(args.max_channels));
-    match &args.redis_url {
-        None => Ok(builder.build()),
+    match (&args.redis_url, &args.flask_sse_redis) {
+        (None, None) => Ok(builder.build()),
+        // `Args` built by hand, not by the parser, which refuses this.
+        (Some(_), Some(_)) => Err("--flask-sse-redis and --redis-url name two backends: \
+                                   give one of them"
+            .into()),
         #[cfg(feature = "redis")]
-        Some(url) => Ok(tower_sse::redis::connect(builder, url).await?),
+        (Some(url), None) => Ok(tower_sse::redis::connect(builder, url).await?),
+        #[cfg(feature = "redis")]
+        (None, Some(url)) => Ok(tower_sse::redis::flask_sse::connect(builder, url).await?),
         #[cfg(not(feature = "redis"))]
-        Some(_) => Err("the Redis backend needs the `redis` feature: \
-                        cargo install --path hub --features redis"
+        (Some(_), None) | (None, Some(_)) => Err("the Redis backends (--redis-url, \
+                                                  --flask-sse-redis) need the `redis` feature: \
+                                                  cargo install --path hub --features redis"
             .into()),
     }
 }

@@ -21,6 +21,10 @@
 //! origin subscribe and publish with credentials (see [`cors`]). Every flag can also be set
 //! from the environment, as `SSE_HUB_` and its name (see [`Args`]).
 //!
+//! Backends: in process by default; `--redis-url URL` shares channels, ids and history with
+//! other hubs on that Redis; `--flask-sse-redis URL` serves what a Flask app's flask-sse
+//! `sse.publish()` sends to that Redis, and publishes in its format (see [`broker`]).
+//!
 //! The token goes in `Authorization: Bearer SECRET`, or in the `access_token` query parameter
 //! for `EventSource`, which can't set headers ([RFC 6750 §2.3]).
 //!

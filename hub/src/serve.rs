@@ -155,8 +155,11 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     let addrs: Vec<SocketAddr> = lookup_host(&args.bind).await?.collect();
     protect::check(&args, &addrs)?;
     // The environment as the crate reads it, also without the `redis` feature, so that a URL
-    // there is refused, not ignored.
-    args.redis_url = redis_url(args.redis_url, tower_sse::redis::url_from_env(), None);
+    // there is refused, not ignored; not with `--flask-sse-redis`, which says which Redis and
+    // how, where a Flask app's `REDIS_URL` (flask-sse's name) is expected (see `redis_url`).
+    if args.flask_sse_redis.is_none() {
+        args.redis_url = redis_url(args.redis_url, tower_sse::redis::url_from_env(), None);
+    }
     metrics();
     let mut server = Server::new().max_streams_per_connection(args.max_streams_per_connection);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
@@ -176,6 +179,7 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
         address = %listener.local_addr()?,
         metrics = ?metrics_addr,
         redis = args.redis_url.is_some(),
+        flask_sse = args.flask_sse_redis.is_some(),
         token = args.token.is_some(),
         cors_origins = args.cors_origin.len(),
         tls = args.tls_cert.is_some(),

@@ -747,6 +747,7 @@ fn flags_have_the_documented_defaults() {
     let args = hub::Args::try_parse_from(["hub"]).unwrap();
     assert_eq!(args.bind, "127.0.0.1:8080");
     assert_eq!(args.redis_url, None);
+    assert_eq!(args.flask_sse_redis, None);
     assert_eq!(args.token, None);
     assert_eq!(args.keep_alive, 15);
     assert_eq!(args.history, 1000);
@@ -822,7 +823,7 @@ fn every_flag_has_its_environment_variable_in_help() {
         flags += 1;
     }
     assert!(flags >= 9, "{help}");
-    for secret in ["token", "redis_url"] {
+    for secret in ["token", "redis_url", "flask_sse_redis"] {
         let arg = command.get_arguments().find(|arg| arg.get_id() == secret);
         assert!(arg.unwrap().is_hide_env_values_set(), "{secret}");
     }
@@ -899,10 +900,12 @@ async fn broker_is_in_process_and_keeps_history() {
 
 #[tokio::test]
 async fn a_redis_url_is_never_silently_ignored() {
-    let args = hub::Args::try_parse_from(["hub", "--redis-url", "not a url"]).unwrap();
-    let err = guard("connect", hub::broker(&args)).await.unwrap_err();
-    if cfg!(not(feature = "redis")) {
-        assert!(err.to_string().contains("`redis` feature"), "{err}");
+    for flag in ["--redis-url", "--flask-sse-redis"] {
+        let args = hub::Args::try_parse_from(["hub", flag, "not a url"]).unwrap();
+        let err = guard("connect", hub::broker(&args)).await.unwrap_err();
+        if cfg!(not(feature = "redis")) {
+            assert!(err.to_string().contains("`redis` feature"), "{flag}: {err}");
+        }
     }
 }
 

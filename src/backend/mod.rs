@@ -11,10 +11,15 @@
 //! from the application's [`BrokerBuilder`](crate::BrokerBuilder) and hands the backend its
 //! [`Inbound`] handle.
 //!
-//! A backend has its own sequence numbers (one counter shared by every instance); the
-//! broker gives each event it receives a local order number of its own as well, so that
-//! streams over several channels stay in one order even when the backend's numbers start
-//! again after a data loss.
+//! A backend that keeps history (Redis in tower-sse's own format) has its own sequence
+//! numbers (one counter shared by every instance), and a resume reads its history
+//! ([`Backend::replay`]); the broker gives each event it receives a local order number of its
+//! own as well, so that streams over several channels stay in one order even when the
+//! backend's numbers start again after a data loss. A backend that keeps none (flask-sse's
+//! Redis pub/sub, [`Backend::keeps_history`] `false`) hands each event in as if it were
+//! published here ([`Inbound::publish`]): the broker numbers it and keeps its history in its
+//! own rings, and a resume reads them, as in process; the backend tells the broker when events
+//! may have passed it by ([`Inbound::missed`]), so such a resume reports the gap.
 
 // Without a backend feature nothing travels through the seam, so its far side is unused.
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -23,10 +28,16 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 
-use crate::{error::BoxError, event::Event};
+use crate::{
+    error::{BoxError, PublishError},
+    event::Event,
+};
 
 // There without the feature too, for `redis::url_from_env` alone.
 pub mod redis;
+
+// `redis::flask_sse` is in `redis/flask_sse/`: it shares the Redis backend's connection and
+// subscription task.
 
 /// A future a backend returns, boxed so that [`Backend`] can be a trait object.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,6 +63,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Whether the backend answers now (its connection is up), for readiness checks.
     fn reachable(&self) -> bool;
+
+    /// Whether the backend numbers the events and keeps their history, so that a resume reads
+    /// it ([`Backend::replay`]). When not, it brings events in with [`Inbound::publish`], the
+    /// broker numbers them and keeps their history as in process, a resume reads the broker's
+    /// rings, and `replay` is never called.
+    fn keeps_history(&self) -> bool;
 
     /// The stored events of `channels` after `last_event_id` (read as the backend sequence
     /// number `seq` when it is one): on each channel at most the broker's
@@ -108,4 +125,16 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 
     /// Whether `channel` has local subscribers now.
     fn has_channel(&self, channel: &str) -> Result<bool, Gone>;
+
+    /// For a backend that keeps no history: publishes `event` (the backend has validated it)
+    /// on `channel` here, as [`Broker::publish`](crate::Broker::publish) does in process: with
+    /// the next local sequence number, which is its id when it has none of its own. Returns
+    /// the id, or why the broker refused it (an id over
+    /// [`max_id_len`](crate::BrokerBuilder::max_id_len), closed).
+    fn publish(&self, channel: &str, event: &Event) -> Result<Result<String, PublishError>, Gone>;
+
+    /// For a backend that keeps no history: events of `channels` may have been published
+    /// without reaching this broker (the connection lost, a subscription just made), so a
+    /// resume from an event delivered before now reports the gap.
+    fn missed(&self, channels: &[Arc<str>]) -> Result<(), Gone>;
 }

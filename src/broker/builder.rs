@@ -87,7 +87,9 @@ impl BrokerBuilder {
     /// (default 0: none, a resume gets only live events, after the gap event if it missed
     /// some). A channel with history stays after its last subscriber leaves, within the
     /// [idle channel](BrokerBuilder::history_channels) and [byte](BrokerBuilder::max_retained_bytes)
-    /// bounds. The same on Redis: the history is what Redis keeps per channel.
+    /// bounds. The same on Redis: the history is what Redis keeps per channel. On flask-sse's
+    /// Redis (which keeps nothing) it is what this broker delivered, kept here while the
+    /// channel has subscribers.
     ///
     /// ```
     /// # use tower_sse::Broker;
@@ -200,7 +202,8 @@ impl BrokerBuilder {
     /// earlier start resolves to [`Resume::Unknown`](crate::Resume::Unknown) (the client is
     /// told of the gap), instead of being taken for an id of this start. Set it for
     /// predictable ids (tests, a store of one's own that numbers events). Brokers on Redis
-    /// take their ids from Redis and ignore it.
+    /// take their ids from Redis and ignore it (not on flask-sse's Redis, which numbers
+    /// nothing: there each broker numbers the events it receives, from here).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -1,5 +1,6 @@
 //! How a subscription joins its channels: the broker's rules and limits, a slot in each ring,
-//! the point a `Last-Event-ID` resumes from, and through a backend, the remote replay.
+//! the point a `Last-Event-ID` resumes from, and through a backend, the remote replay (or,
+//! when the backend keeps no history, the same resume from the rings as in process).
 //!
 //! Functions of the broker's [`Shared`] state, not methods: `Shared`'s own methods (what the
 //! handles and subscriptions share, and the publish path) are all in `shared.rs`.
@@ -76,31 +77,37 @@ pub(super) fn join(
         subscription.cursors.push(Cursor { ring, pos, slot });
     }
     if let Some(id) = last_event_id {
-        let rings = subscription.cursors.iter().map(|c| &*c.ring);
-        let watermark = inner.watermark.load(Ordering::Acquire);
-        subscription.resume = match find_after(rings, id, inner.base, watermark) {
-            None => Resume::Unknown,
-            Some(after) => {
-                // At most the history, newest first; this only ever moves a cursor back
-                // inside its ring, so the events published since the slot was taken are
-                // still ahead of it.
-                let mut complete = true;
-                for cursor in &mut subscription.cursors {
-                    let (pos, all) = cursor.ring.resume_after(after, config.history);
-                    cursor.pos = pos;
-                    complete &= all;
-                }
-                Resume::from_complete(complete)
-            }
-        };
-        tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+        resume_here(inner, &mut subscription, id);
     }
     Ok(subscription)
 }
 
+/// Moves the cursors of `subscription` back to where a resume from `id` starts in the rings.
+fn resume_here(inner: &Shared, subscription: &mut Subscription, id: &str) {
+    let rings = subscription.cursors.iter().map(|c| &*c.ring);
+    let watermark = inner.watermark.load(Ordering::Acquire);
+    subscription.resume = match find_after(rings, id, inner.base, watermark) {
+        None => Resume::Unknown,
+        Some(after) => {
+            // At most the history, newest first; this only ever moves a cursor back
+            // inside its ring, so the events published since the slot was taken are
+            // still ahead of it.
+            let mut complete = true;
+            for cursor in &mut subscription.cursors {
+                let (pos, all) = cursor.ring.resume_after(after, inner.config.history);
+                cursor.pos = pos;
+                complete &= all;
+            }
+            Resume::from_complete(complete)
+        }
+    };
+    tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+}
+
 /// Subscribes through the backend: registered here first, then subscribed in the backend,
 /// so a release of the same channel queued before us sees our subscriber and keeps the
-/// subscription.
+/// subscription. A resume then reads the backend's history, or when it keeps none, the rings
+/// (once subscribed, so that the backend has marked what the new subscription missed).
 pub(super) async fn join_remote(
     shared: &Arc<Shared>,
     backend: &dyn Backend,
@@ -112,25 +119,29 @@ pub(super) async fn join_remote(
         .ensure(channels.names())
         .await
         .map_err(SubscribeError::Backend)?;
-    if let Some(id) = last_event_id {
-        // Read before the replay: a data loss noticed from now on may have happened
-        // before the replay was read, so don't skip what follows it (a duplicate at
-        // worst, never a lost event).
-        let after = lock(&shared.sequencer).last;
-        let replay = backend
-            .replay(channels.names(), id, parse_seq(id))
-            .await
-            .map_err(SubscribeError::Backend)?;
-        subscription.resume = match replay.after {
-            None => Resume::Unknown,
-            Some(_) => Resume::from_complete(replay.complete),
-        };
-        tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
-        subscription.skip = Some(Skip {
-            until: replay.snapshot,
-            after,
-        });
-        subscription.replay = replay.events.into();
+    match last_event_id {
+        None => {}
+        Some(id) if !backend.keeps_history() => resume_here(shared, &mut subscription, id),
+        Some(id) => {
+            // Read before the replay: a data loss noticed from now on may have happened
+            // before the replay was read, so don't skip what follows it (a duplicate at
+            // worst, never a lost event).
+            let after = lock(&shared.sequencer).last;
+            let replay = backend
+                .replay(channels.names(), id, parse_seq(id))
+                .await
+                .map_err(SubscribeError::Backend)?;
+            subscription.resume = match replay.after {
+                None => Resume::Unknown,
+                Some(_) => Resume::from_complete(replay.complete),
+            };
+            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+            subscription.skip = Some(Skip {
+                until: replay.snapshot,
+                after,
+            });
+            subscription.replay = replay.events.into();
+        }
     }
     Ok(subscription)
 }

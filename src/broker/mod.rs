@@ -18,7 +18,9 @@
 //! in milliseconds times a million, [`BrokerBuilder::id_base`]): ids keep growing across
 //! restarts, and a `Last-Event-ID` from before a restart is known to be from another start, so
 //! the client is told of the gap ([`Resume::Unknown`]) instead of silently missing the events
-//! published before the restart. On Redis the ids are Redis's, shared by every instance.
+//! published before the restart. On Redis the ids are Redis's, shared by every instance; on
+//! flask-sse's Redis (`redis::flask_sse`, which keeps no history) they are each broker's own,
+//! as here.
 //!
 //! # Slow subscribers
 //!
@@ -310,8 +312,9 @@ impl Broker {
     ///   [`Resume::Gap`] if some channel has already dropped events newer than it). So an id
     ///   older than the history replays everything kept and reports the gap, as Mercure does;
     /// - otherwise, a publisher's id ([`Event::id`]) of an event still kept on one of the
-    ///   channels: the events after that event (again complete or gap). Publisher ids that
-    ///   look like sequence numbers are read as sequence numbers, so give non-numeric ids;
+    ///   channels: the events after that event (again complete or gap). A publisher's id
+    ///   that is also a sequence number of this broker is read as the sequence number, so
+    ///   numeric ids are safe only outside that range (small numbers are);
     /// - otherwise ([`Resume::Unknown`]: a foreign id, an id from before a restart): live
     ///   events only.
     ///

@@ -2,8 +2,9 @@
 //!
 //! An id is the publisher's ([`Event::id`](crate::Event::id)) or, without one, the event's
 //! sequence number in decimal (no sign, no leading zero). A reconnecting client's
-//! `Last-Event-ID` is read as a sequence number when it is spelled like one, else looked up
-//! among the kept events' publisher ids.
+//! `Last-Event-ID` is read as a sequence number when it is spelled like one and in this
+//! broker's range, else looked up among the kept events' publisher ids (so a numeric id a
+//! publisher gave, as flask-sse apps do, resumes too).
 
 use super::ring::{Entry, Ring};
 
@@ -63,8 +64,8 @@ pub(crate) fn find_after<'a>(
     watermark: u64,
 ) -> Option<u64> {
     match parse_seq(id) {
-        Some(n) => (base < n && n <= watermark).then_some(n),
-        None => rings.find_map(|ring| ring.find_id(id)),
+        Some(n) if base < n && n <= watermark => Some(n),
+        _ => rings.find_map(|ring| ring.find_id(id)),
     }
 }
 

@@ -57,6 +57,9 @@ pub(super) struct Retention {
     max_idle: usize,
     /// Channels removed so far, so that callers recount the channels only when it moved.
     removed: u64,
+    /// The names of the channels removed since the last [`Retention::take_removed`], so that a
+    /// backend can drop their subscriptions.
+    gone: Vec<Arc<str>>,
 }
 
 /// The channel map and the idle count, which eviction updates.
@@ -78,12 +81,18 @@ impl Retention {
             stamp: 0,
             max_idle,
             removed: 0,
+            gone: Vec::new(),
         }
     }
 
     /// How many channels eviction has removed so far.
     pub(super) fn removed(&self) -> u64 {
         self.removed
+    }
+
+    /// The names of the channels removed since the last call.
+    pub(super) fn take_removed(&mut self) -> Vec<Arc<str>> {
+        std::mem::take(&mut self.gone)
     }
 
     /// The encoded bytes retained now.
@@ -193,6 +202,7 @@ impl Retention {
             .is_some();
         if removed {
             self.removed += 1;
+            self.gone.push(ring.name().clone());
             self.stamps.remove(&address(ring));
             let (bytes, entries) = ring.clear();
             self.bytes -= bytes;

@@ -209,6 +209,13 @@ impl Ring {
         idle
     }
 
+    /// Events of this channel up to order number `seq` may be gone: a resume from before it
+    /// is incomplete.
+    pub(crate) fn raise_floor(&self, seq: u64) {
+        let mut state = lock(&self.state);
+        state.floor = state.floor.max(seq);
+    }
+
     /// Whether the ring is marked idle.
     pub(crate) fn is_idle(&self) -> bool {
         lock(&self.state).idle
@@ -314,7 +321,8 @@ impl State {
     /// Drops the oldest entry; returns its size.
     fn pop_front(&mut self) -> Option<usize> {
         let dropped = self.entries.pop_front()?;
-        self.floor = dropped.seq;
+        // Never lowered: `raise_floor` may have put it above every entry.
+        self.floor = self.floor.max(dropped.seq);
         self.head += 1;
         self.bytes -= dropped.bytes.len();
         Some(dropped.bytes.len())
@@ -335,5 +343,35 @@ impl State {
 pub(crate) fn wake_all(wakers: Vec<Waker>) {
     for waker in wakers {
         waker.wake();
+    }
+}
+
+#[cfg(all(test, not(tower_sse_loom)))]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64) -> Entry {
+        Entry {
+            seq,
+            origin: seq,
+            id: None,
+            bytes: Bytes::from(format!("data: {seq}\n\n")),
+        }
+    }
+
+    #[test]
+    fn a_raised_floor_stays_when_older_entries_drop() {
+        let watermark = AtomicU64::new(0);
+        let ring = Ring::new("a".into(), 2, 0, false);
+        ring.push(entry(1), &watermark);
+        ring.push(entry(2), &watermark);
+        assert_eq!(ring.resume_after(1, 10), (1, true));
+        // Events after 2 may have passed this broker by (a lost backend connection).
+        ring.raise_floor(3);
+        assert_eq!(ring.resume_after(2, 10), (2, false));
+        // Dropping entry 1 for room must not lower the floor back to 1.
+        ring.push(entry(3), &watermark);
+        assert_eq!(ring.resume_after(2, 10), (2, false));
+        assert_eq!(ring.resume_after(3, 10), (3, true));
     }
 }

@@ -66,8 +66,9 @@ impl Shared {
         // reconnect (up to the history, what the backend keeps): a subscriber may fall behind
         // by that much before it lags.
         let capacity = config.buffer.max(config.history);
-        // A backend numbers the events itself; here the numbers only order them.
-        let base = if backend.is_none() {
+        // A backend with history numbers the events itself; then the numbers here only order
+        // them.
+        let base = if backend.as_ref().is_none_or(|b| !b.keeps_history()) {
             config.id_base.unwrap_or_else(clock_base)
         } else {
             0
@@ -184,21 +185,25 @@ impl Shared {
             let mut sequencer = lock(&self.sequencer);
             let retention = &mut sequencer.retention;
             let before = retention.removed();
-            let removed = if self.keeps_idle_channels() {
+            if self.keeps_idle_channels() {
                 retention.idle(&self.map(), ring);
-                false
             } else {
-                retention.remove(&self.map(), ring)
-            };
-            (removed, retention.removed() != before)
-        };
-        if removed {
-            if let Some(backend) = &self.backend {
-                backend.release(ring.name().clone());
+                retention.remove(&self.map(), ring);
             }
-        }
+            (retention.take_removed(), retention.removed() != before)
+        };
+        self.release(removed);
         if changed {
             self.count_channels();
+        }
+    }
+
+    /// The channels `removed` left the map: the backend no longer needs to bring their events.
+    fn release(&self, removed: Vec<Arc<str>>) {
+        if let Some(backend) = &self.backend {
+            for name in removed {
+                backend.release(name);
+            }
         }
     }
 
@@ -245,6 +250,9 @@ impl Shared {
         if created || sequencer.retention.removed() != before {
             self.count_channels();
         }
+        // Evicted for the byte budget: a channel whose last subscriber was leaving may go here
+        // rather than in `channel_left`, and its backend subscription with it.
+        self.release(sequencer.retention.take_removed());
         self.metrics
             .retained
             .set(sequencer.retention.bytes() as f64);
@@ -315,5 +323,23 @@ impl Inbound for Handle {
 
     fn has_channel(&self, channel: &str) -> Result<bool, Gone> {
         Ok(self.inner()?.channels.contains_key(channel))
+    }
+
+    fn publish(&self, channel: &str, event: &Event) -> Result<Result<String, PublishError>, Gone> {
+        Ok(self.inner()?.publish(channel, event))
+    }
+
+    /// Raises the floor of each channel's ring to the next order number, so that a resume
+    /// after any event delivered before now is incomplete (and one after the next, complete).
+    fn missed(&self, channels: &[Arc<str>]) -> Result<(), Gone> {
+        let inner = self.inner()?;
+        // Under the sequencer: no event is numbered meanwhile.
+        let sequencer = lock(&inner.sequencer);
+        for name in channels {
+            if let Some(ring) = inner.channels.get(&**name) {
+                ring.raise_floor(sequencer.last + 1);
+            }
+        }
+        Ok(())
     }
 }

@@ -231,6 +231,26 @@ fn resume_from_unknown_ids_is_live_only() {
 }
 
 #[test]
+fn a_numeric_publisher_id_outside_the_sequence_numbers_resumes_as_a_publisher_id() {
+    // Sequence numbers 1001 on; a publisher's 42 (as flask-sse apps give) is not one of them.
+    let broker = Broker::builder().id_base(1000).history(10).build();
+    let given = |id: &str| Event::default().data(id).id(id);
+    assert_eq!(try_publish(&broker, "a", given("42")).unwrap(), "42");
+    publish(&broker, "a", "x");
+    let mut sub = resume(&broker, &channels(&broker, "channel=a"), "42").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+    assert_eq!(recv_now(&mut sub), "data: x\nid: 1002\n\n");
+    // One that is in the range is read as the sequence number, whatever a publisher gave.
+    assert_eq!(try_publish(&broker, "a", given("1001")).unwrap(), "1001");
+    let mut sub = resume(&broker, &channels(&broker, "channel=a"), "1001").unwrap();
+    assert_eq!(sub.resume(), Resume::Complete);
+    assert_eq!(
+        recv_now(&mut sub),
+        "data: x\nid: 1002\n\ndata: 1001\nid: 1001\n\n"
+    );
+}
+
+#[test]
 fn resume_on_a_channel_that_did_not_exist_is_a_gap() {
     // Without history the channel is gone when its subscriber leaves.
     let broker = Broker::builder().id_base(0).build();

@@ -35,12 +35,8 @@
 
 use std::{
     convert::Infallible,
-    sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -56,6 +52,7 @@ use crate::{
     error::SubscribeError,
     event::Event,
     random::between,
+    rate_limited::RateLimited,
     response::plain,
 };
 
@@ -67,48 +64,6 @@ const RETRY_AFTER: (u64, u64) = (1, 10);
 /// a storm of refusals (a limit reached, the backend down) must not flood the log. Each is
 /// counted in [`SUBSCRIBE_ERRORS`](crate::metrics::SUBSCRIBE_ERRORS) anyway.
 static REFUSALS: RateLimited = RateLimited::new(Duration::from_secs(1));
-
-/// A `warn!` at most once per interval, with the count of the others.
-struct RateLimited {
-    interval: Duration,
-    /// Milliseconds since [`RateLimited::epoch`] of the last log, plus one (0: never).
-    last: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimited {
-    const fn new(interval: Duration) -> RateLimited {
-        RateLimited {
-            interval,
-            last: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    fn epoch() -> Instant {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        *EPOCH.get_or_init(Instant::now)
-    }
-
-    /// Logs `err` unless one was logged less than an interval ago; returns whether it did.
-    fn warn(&self, err: &SubscribeError) -> bool {
-        let now = Self::epoch().elapsed().as_millis() as u64 + 1;
-        let last = self.last.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= self.interval.as_millis() as u64;
-        let won = due
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-        if won {
-            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-            tracing::warn!(%err, suppressed, "subscribe refused");
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-        }
-        won
-    }
-}
 
 /// A [`tower::Service`] that streams server-sent events from a [`Broker`]'s channels.
 ///
@@ -290,7 +245,9 @@ impl SseService {
         let subscription = match subscribed {
             Ok(subscription) => subscription,
             Err(err) => {
-                REFUSALS.warn(&err);
+                if let Some(suppressed) = REFUSALS.due() {
+                    tracing::warn!(%err, suppressed, "subscribe refused");
+                }
                 let mut res = plain(err.status(), err.to_string());
                 if err.status() == StatusCode::SERVICE_UNAVAILABLE {
                     res.headers_mut()

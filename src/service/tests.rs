@@ -13,16 +13,6 @@ fn get(uri: &str) -> Request<()> {
 }
 
 #[test]
-fn refusals_are_logged_at_most_once_an_interval() {
-    let limit = RateLimited::new(Duration::from_secs(3600));
-    let logged = (0..1000)
-        .filter(|_| limit.warn(&SubscribeError::Closed))
-        .count();
-    assert_eq!(logged, 1);
-    assert_eq!(limit.suppressed.load(Ordering::Relaxed), 999);
-}
-
-#[test]
 fn send_sync_clone() {
     fn assert_send_sync<T: Send + Sync + Clone>() {}
     assert_send_sync::<SseService>();

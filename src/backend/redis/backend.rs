@@ -1,6 +1,6 @@
 //! [`RedisBackend`]: the broker's side of the Redis backend, what the [`Backend`] seam asks
 //! of it: publish (one Lua script), ensure a channel's subscription (a request to the
-//! [`Subscriber`] task), release, replay (one Lua script).
+//! [`Subscriber`] task, through [`Subscriptions`]), release, replay (one Lua script).
 
 use std::{
     fmt,
@@ -11,33 +11,20 @@ use std::{
     time::Duration,
 };
 
-use redis::{Client, RedisError, Script, Value, aio::ConnectionManager};
-use tokio::{
-    sync::{
-        mpsc::{self, error::TrySendError},
-        oneshot,
-    },
-    time::timeout,
-};
+use redis::{Script, Value, aio::ConnectionManager};
+use tokio::time::timeout;
 
 use super::{
-    subscriber::{Ensure, Registry, Subscriber},
+    connection::{self, REQUEST_TIMEOUT},
+    feed::Numbered,
+    subscriber::{Subscriber, Subscriptions},
     wire::{channel_key, clock_key, history_key, ids_key, parse_message, repeat_key, seq_key},
 };
 use crate::{
     backend::{Backend, BoxFuture, Replay},
-    error::{BoxError, ConnectError, OutcomeUnknown},
+    error::{BoxError, ConnectError},
     event::Event,
 };
-
-/// How long one Redis command may take.
-pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a publish, an ensure or a replay may take in all, reconnecting included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How many ensure requests may wait for the subscription task.
-pub(super) const QUEUE: usize = 1024;
 
 /// How long a channel's history is kept after its last publish.
 const HISTORY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -54,8 +41,7 @@ const REPLAY_BYTES: usize = 4 << 20;
 /// The broker's side of the backend: publish, ensure subscriptions, replay.
 pub(crate) struct RedisBackend {
     conn: ConnectionManager,
-    control: mpsc::Sender<Ensure>,
-    registry: Arc<Registry>,
+    subscriptions: Subscriptions,
     history: usize,
     /// The highest sequence number this instance has seen, shared with its [`Subscriber`].
     seen: Arc<AtomicU64>,
@@ -71,17 +57,6 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-/// A failed publish: [`OutcomeUnknown`] when the command may have reached Redis (no answer
-/// in time, or the connection lost on the way), the plain error when Redis surely did not
-/// run it (connection refused, an error reply).
-fn publish_error(err: RedisError) -> BoxError {
-    if err.is_timeout() || err.is_connection_dropped() {
-        Box::new(OutcomeUnknown(err.into()))
-    } else {
-        err.into()
-    }
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -93,30 +68,19 @@ impl RedisBackend {
     pub(super) async fn connect(
         url: &str,
         history: usize,
-    ) -> Result<(RedisBackend, Subscriber), ConnectError> {
-        let failed = |err: redis::RedisError| ConnectError::new("Redis", url, err.into());
-        let client = Client::open(url).map_err(failed)?;
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT)
-            .set_number_of_retries(1);
-        let conn = client
-            .get_connection_manager_with_config(manager)
-            .await
-            .map_err(failed)?;
-        let (control, requests) = mpsc::channel(QUEUE);
-        let registry = Arc::new(Registry::default());
+    ) -> Result<(RedisBackend, Subscriber<Numbered>), ConnectError> {
+        let (client, conn) = connection::open(url).await?;
         let seen = Arc::new(AtomicU64::new(0));
+        let feed = Numbered::new(conn.clone(), seen.clone());
+        let (subscriptions, task) = Subscriptions::new(client, feed);
         let backend = RedisBackend {
-            conn: conn.clone(),
-            control,
-            registry: registry.clone(),
+            conn,
+            subscriptions,
             history,
-            seen: seen.clone(),
+            seen,
             publish: Script::new(include_str!("publish.lua")),
             replay: Script::new(include_str!("replay.lua")),
         };
-        let task = Subscriber::new(client, conn, requests, registry, seen);
         Ok((backend, task))
     }
 
@@ -142,13 +106,7 @@ impl RedisBackend {
             .arg(millis(HISTORY_TTL))
             .arg(millis(REPEAT_WINDOW))
             .arg(millis(CLOCK_STEP));
-        let published = match timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(err)) => Err(publish_error(err)),
-            Err(_) => Err(Box::new(OutcomeUnknown(
-                format!("no answer from Redis within {REQUEST_TIMEOUT:?}").into(),
-            )) as BoxError),
-        };
+        let published = connection::publish(invocation.invoke_async(&mut conn)).await;
         let (id, seq, repeat): (String, u64, u8) = published
             .inspect_err(|err| tracing::warn!(%err, channel, "publish to Redis failed"))?;
         if repeat == 1 {
@@ -156,26 +114,6 @@ impl RedisBackend {
         }
         self.seen.fetch_max(seq, Ordering::Relaxed);
         Ok(id)
-    }
-
-    async fn ensure(&self, channels: &[Arc<str>]) -> Result<(), BoxError> {
-        if self.registry.all_subscribed(channels) {
-            return Ok(());
-        }
-        let (reply, answer) = oneshot::channel();
-        let request = Ensure {
-            names: channels.to_vec(),
-            reply,
-        };
-        self.control.try_send(request).map_err(|err| match err {
-            TrySendError::Full(_) => "too many Redis subscriptions under way",
-            TrySendError::Closed(_) => "Redis subscriber stopped",
-        })?;
-        match timeout(REQUEST_TIMEOUT, answer).await {
-            Ok(Ok(result)) => result.map_err(Into::into),
-            Ok(Err(_)) => Err("Redis subscriber stopped".into()),
-            Err(_) => Err(format!("no answer from Redis within {REQUEST_TIMEOUT:?}").into()),
-        }
     }
 
     async fn replay(
@@ -240,15 +178,19 @@ impl Backend for RedisBackend {
     }
 
     fn ensure<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), BoxError>> {
-        Box::pin(RedisBackend::ensure(self, channels))
+        Box::pin(self.subscriptions.ensure(channels))
     }
 
     fn release(&self, channel: Arc<str>) {
-        self.registry.release(channel);
+        self.subscriptions.release(channel);
     }
 
     fn reachable(&self) -> bool {
-        self.registry.reachable()
+        self.subscriptions.reachable()
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
     }
 
     fn replay<'a>(
@@ -258,29 +200,5 @@ impl Backend for RedisBackend {
         seq: Option<u64>,
     ) -> BoxFuture<'a, Result<Replay, BoxError>> {
         Box::pin(RedisBackend::replay(self, channels, last_event_id, seq))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::{Error, ErrorKind};
-
-    use super::*;
-
-    #[test]
-    fn a_publish_sent_without_an_answer_has_an_unknown_outcome() {
-        let io = |kind: ErrorKind| RedisError::from(Error::from(kind));
-        for kind in [
-            ErrorKind::TimedOut,
-            ErrorKind::BrokenPipe,
-            ErrorKind::ConnectionReset,
-            ErrorKind::UnexpectedEof,
-        ] {
-            assert!(publish_error(io(kind)).is::<OutcomeUnknown>(), "{kind:?}");
-        }
-        let refused = publish_error(io(ErrorKind::ConnectionRefused));
-        assert!(!refused.is::<OutcomeUnknown>());
-        let reply = RedisError::from((redis::ErrorKind::ResponseError, "ERR", "bad".to_owned()));
-        assert!(!publish_error(reply).is::<OutcomeUnknown>());
     }
 }

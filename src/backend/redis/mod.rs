@@ -1,7 +1,8 @@
 //! The Redis backend (feature `redis`): several instances share channels, ids and history.
 //!
 //! [`connect`] builds a [`Broker`](crate::Broker) on Redis; [`url_from_env`] reads the URL
-//! where flask-sse does.
+//! where flask-sse does; [`flask_sse::connect`] builds one on the Redis a Flask app's
+//! flask-sse publishes to, in its format.
 //!
 //! ```no_run
 //! # #[cfg(feature = "redis")]
@@ -102,8 +103,11 @@
 //!
 //! This module is the backend's face: [`connect`], the builder step, and [`url_from_env`];
 //! `backend` is its side of the seam the broker sees (publish, ensure, release, replay);
-//! `subscriber` holds the task with the one pub/sub connection; `wire` the key names and the
-//! message format; the Lua scripts sit beside them as `.lua` files.
+//! `subscriber` holds the task with the one pub/sub connection, and `feed` what it does with
+//! this format's messages (dedupe, restore, backfill); `wire` the key names and the message
+//! format; `connection` the command connection and the time bounds; the Lua scripts sit beside
+//! them as `.lua` files. [`flask_sse`], the backend for flask-sse's messages, shares
+//! `connection` and `subscriber` with a feed and a face of its own.
 //!
 //! Without the feature only [`url_from_env`] is here.
 //!
@@ -118,6 +122,13 @@
 
 #[cfg(feature = "redis")]
 mod backend;
+#[cfg(feature = "redis")]
+mod connection;
+#[cfg(feature = "redis")]
+mod feed;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod flask_sse;
 #[cfg(feature = "redis")]
 mod subscriber;
 #[cfg(feature = "redis")]

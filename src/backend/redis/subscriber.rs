@@ -1,22 +1,25 @@
-//! The task that holds an instance's one Redis pub/sub connection.
+//! The task that holds an instance's one Redis pub/sub connection, for both Redis backends.
 //!
 //! It subscribes a channel when its first local subscriber arrives ([`Ensure`]) and
 //! unsubscribes it when the last leaves ([`Registry::release`]), feeds every message into the
-//! broker through its [`Inbound`] handle, and after a lost connection reconnects with backoff,
-//! subscribes again and backfills from the histories what was published meanwhile.
+//! broker through its [`Inbound`] handle, and after a lost connection reconnects with backoff
+//! and subscribes again. What differs between the backends is a [`Feed`]: the channels' names
+//! in Redis, what a message means, and what a new connection must catch up on (tower-sse's own
+//! format backfills from the histories, `feed.rs`; flask-sse keeps nothing,
+//! `flask_sse/feed.rs`). The broker's side holds [`Subscriptions`].
 //!
 //! # Nothing waits on Redis for ever
 //!
 //! - Every await on Redis is bounded by [`TIMEOUT`]. A command without an answer in time
 //!   ends the connection as if it had dropped: it is replaced, its channels subscribed again
-//!   and backfilled. So a command stuck on a paused Redis costs its caller [`TIMEOUT`] (a new
-//!   channel takes two steps: SUBSCRIBE, then reading the counter), and holds up the
-//!   requests behind it no longer than that.
+//!   (and, by the feed, backfilled). So a command stuck on a paused Redis costs its caller
+//!   [`TIMEOUT`] per step (a new channel of tower-sse's format takes two steps: SUBSCRIBE,
+//!   then reading the counter), and holds up the requests behind it no longer than that.
 //! - After [`HEALTH_INTERVAL`] without a message the task sends a PING; no answer within
 //!   [`TIMEOUT`] and the connection is replaced, as above: a paused Redis or a partition
 //!   (TCP up, nothing answers) is found within `HEALTH_INTERVAL + HEALTH_TICK + TIMEOUT`,
 //!   8 s.
-//! - The queue of [`Ensure`] requests is bounded ([`QUEUE`](super::backend::QUEUE) requests); when
+//! - The queue of [`Ensure`] requests is bounded ([`QUEUE`] requests); when
 //!   full, an ensure fails at once. While the task waits to reconnect, requests are answered
 //!   at once; while it connects, they wait for it (each step bounded as above).
 //! - Releases don't go through the queue, which could be full: they go into a set of names
@@ -30,26 +33,27 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
 use futures_util::{StreamExt, TryFutureExt, future::try_join_all};
-use redis::{
-    AsyncCommands, Client, RedisResult, Script, Value,
-    aio::{ConnectionManager, PubSubSink},
-};
+use redis::{Client, RedisResult, Value, aio::PubSubSink};
 use tokio::{
-    sync::{Notify, mpsc, oneshot},
+    sync::{
+        Notify,
+        mpsc::{self, error::TrySendError},
+        oneshot,
+    },
     time::{Instant, MissedTickBehavior, interval_at, timeout},
 };
 
-use super::{
-    backend::TIMEOUT,
-    wire::{channel_key, channel_name, epoch_key, history_key, parse_message, seq_key, token},
+use super::connection::{REQUEST_TIMEOUT, TIMEOUT};
+use crate::{
+    backend::{Gone, Inbound},
+    error::BoxError,
 };
-use crate::backend::{Gone, Inbound, Message};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -59,6 +63,9 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How often the task looks whether [`HEALTH_INTERVAL`] has passed.
 const HEALTH_TICK: Duration = Duration::from_secs(1);
+
+/// How many ensure requests may wait for the subscription task.
+const QUEUE: usize = 1024;
 
 /// How many queued [`Ensure`] requests the task takes at once: their new channels are
 /// subscribed together, in one round trip.
@@ -108,27 +115,122 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One entry of an `XRANGE` reply: its id and fields.
-type StreamEntry = (String, HashMap<String, Vec<u8>>);
+/// What a backend's pub/sub connection carries: the names of its channels in Redis, what a
+/// message means, and what a subscription or a new connection must catch up on. The
+/// [`Subscriber`] does the rest. Each active channel has a mark (a `u64`) the feed keeps in
+/// it, such as the last sequence number delivered.
+pub(super) trait Feed: Send + 'static {
+    /// The Redis pub/sub channel of channel `name`.
+    fn key(&self, name: &str) -> String;
+
+    /// The channel name of the Redis pub/sub channel `key`, if it is one of ours.
+    fn name<'k>(&self, key: &'k str) -> Option<&'k str>;
+
+    /// Redis confirmed the subscription of the new channels `names`; no message of theirs has
+    /// been read yet. Returns their mark. Each Redis step bounded by [`TIMEOUT`].
+    fn subscribed<I: Inbound>(
+        &mut self,
+        names: &[Arc<str>],
+        inbound: &I,
+    ) -> impl Future<Output = Result<u64, String>> + Send;
+
+    /// A new connection subscribed the channels of `active` again (none on the first): catch
+    /// up on what it missed. Each Redis step bounded by [`TIMEOUT`].
+    fn connected<I: Inbound>(
+        &mut self,
+        active: &mut HashMap<Arc<str>, u64>,
+        inbound: &I,
+    ) -> impl Future<Output = Result<(), Ended>> + Send;
+
+    /// The connection to Redis was lost: what is published until the next
+    /// [`connected`](Feed::connected) does not reach the channels of `active`.
+    fn disconnected(
+        &mut self,
+        active: &HashMap<Arc<str>, u64>,
+        inbound: &impl Inbound,
+    ) -> Result<(), Gone>;
+
+    /// A message on the active channel `name`, whose mark is `mark`.
+    fn message(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        mark: &mut u64,
+        inbound: &impl Inbound,
+    ) -> Result<(), Gone>;
+}
+
+/// The broker's side of the subscription task: ensure a channel's subscription (a request to
+/// the task), release it, and whether the connection is up.
+#[derive(Debug)]
+pub(super) struct Subscriptions {
+    control: mpsc::Sender<Ensure>,
+    registry: Arc<Registry>,
+}
+
+impl Subscriptions {
+    /// The handle, and the task for `feed` on `client`'s pub/sub connection, to spawn with the
+    /// broker's [`Inbound`] handle.
+    pub(super) fn new<F: Feed>(client: Client, feed: F) -> (Subscriptions, Subscriber<F>) {
+        let (control, requests) = mpsc::channel(QUEUE);
+        let registry = Arc::new(Registry::default());
+        let task = Subscriber {
+            client,
+            requests,
+            registry: registry.clone(),
+            active: HashMap::new(),
+            feed,
+        };
+        (Subscriptions { control, registry }, task)
+    }
+
+    /// Makes sure `channels` are subscribed in Redis; answers at once when they are.
+    pub(super) async fn ensure(&self, channels: &[Arc<str>]) -> Result<(), BoxError> {
+        if self.registry.all_subscribed(channels) {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Ensure {
+            names: channels.to_vec(),
+            reply,
+        };
+        self.control.try_send(request).map_err(|err| match err {
+            TrySendError::Full(_) => "too many Redis subscriptions under way",
+            TrySendError::Closed(_) => "Redis subscriber stopped",
+        })?;
+        match timeout(REQUEST_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result.map_err(Into::into),
+            Ok(Err(_)) => Err("Redis subscriber stopped".into()),
+            Err(_) => Err(format!("no answer from Redis within {REQUEST_TIMEOUT:?}").into()),
+        }
+    }
+
+    /// `name` lost its last local subscriber.
+    pub(super) fn release(&self, name: Arc<str>) {
+        self.registry.release(name);
+    }
+
+    /// Whether the pub/sub connection is up.
+    pub(super) fn reachable(&self) -> bool {
+        self.registry.reachable()
+    }
+}
 
 /// The subscription task's state; [`Subscriber::spawn`] starts it.
-pub(crate) struct Subscriber {
+pub(crate) struct Subscriber<F> {
     client: Client,
-    conn: ConnectionManager,
     requests: mpsc::Receiver<Ensure>,
     registry: Arc<Registry>,
-    /// Channels subscribed in Redis, with the last sequence number delivered on each.
+    /// Channels subscribed in Redis, with the feed's mark of each.
     active: HashMap<Arc<str>, u64>,
-    /// The highest sequence number this instance has seen, shared with the backend.
-    seen: Arc<AtomicU64>,
-    /// The `epoch` key's value at the last connect.
-    epoch: Option<String>,
-    restore: Script,
+    feed: F,
 }
 
 /// Why a session with Redis ended.
-enum Ended {
+pub(super) enum Ended {
+    /// The broker was dropped: the task stops.
     BrokerGone,
+    /// The connection failed, for this reason: the task reconnects.
     Disconnected(String),
 }
 
@@ -139,7 +241,10 @@ impl From<Gone> for Ended {
 }
 
 /// Awaits one Redis step, for at most [`TIMEOUT`].
-async fn bounded<T>(what: &str, step: impl Future<Output = RedisResult<T>>) -> Result<T, String> {
+pub(super) async fn bounded<T>(
+    what: &str,
+    step: impl Future<Output = RedisResult<T>>,
+) -> Result<T, String> {
     match timeout(TIMEOUT, step).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(format!("{what}: {err}")),
@@ -170,30 +275,14 @@ fn each(
 
 /// One step of setting a connection up, bounded. Ensure requests wait in the queue meanwhile:
 /// answered at once, the first connect would refuse every new channel.
-async fn setup<T>(what: &str, step: impl Future<Output = RedisResult<T>>) -> Result<T, Ended> {
+pub(super) async fn setup<T>(
+    what: &str,
+    step: impl Future<Output = RedisResult<T>>,
+) -> Result<T, Ended> {
     bounded(what, step).await.map_err(Ended::Disconnected)
 }
 
-impl Subscriber {
-    pub(super) fn new(
-        client: Client,
-        conn: ConnectionManager,
-        requests: mpsc::Receiver<Ensure>,
-        registry: Arc<Registry>,
-        seen: Arc<AtomicU64>,
-    ) -> Subscriber {
-        Subscriber {
-            client,
-            conn,
-            requests,
-            registry,
-            active: HashMap::new(),
-            seen,
-            epoch: None,
-            restore: Script::new(include_str!("restore.lua")),
-        }
-    }
-
+impl<F: Feed> Subscriber<F> {
     /// Runs the task until the broker behind `inbound` is gone.
     pub(crate) fn spawn(self, inbound: impl Inbound) {
         tokio::spawn(self.run(inbound));
@@ -209,6 +298,9 @@ impl Subscriber {
             };
             self.registry.reachable.store(false, Ordering::Release);
             tracing::warn!(%err, retry_in = ?backoff, "Redis subscription lost");
+            if self.feed.disconnected(&self.active, &inbound).is_err() {
+                return;
+            }
             let wait = tokio::time::sleep(backoff);
             tokio::pin!(wait);
             loop {
@@ -251,16 +343,13 @@ impl Subscriber {
         let pubsub = setup("connect", async move { client.get_async_pubsub().await }).await?;
         let (sink, mut stream) = pubsub.split();
         if !self.active.is_empty() {
-            let keys: Vec<String> = self.active.keys().map(|n| channel_key(n)).collect();
+            let keys: Vec<String> = self.active.keys().map(|n| self.feed.key(n)).collect();
             setup("SUBSCRIBE", each(&sink, true, keys)).await?;
         }
-        // After subscribing, so what is published from now on is either in the backfill or
-        // in the subscription (or both: `active` drops the second copy).
-        if self.restore().await? {
-            inbound.data_lost()?;
-        }
+        // After subscribing, so what is published from now on is either caught up on or in
+        // the subscription.
+        self.feed.connected(&mut self.active, inbound).await?;
         if !self.active.is_empty() {
-            self.backfill(inbound).await?;
             tracing::info!(channels = self.active.len(), "Redis subscription restored");
         }
         *backoff = MIN_BACKOFF;
@@ -294,7 +383,7 @@ impl Subscriber {
                 () = self.registry.wake.notified() => {
                     let gone = self.forget_released(inbound)?;
                     if !gone.is_empty() {
-                        let keys = gone.iter().map(|n| channel_key(n));
+                        let keys = gone.iter().map(|n| self.feed.key(n));
                         bounded("UNSUBSCRIBE", each(&sink, false, keys))
                             .await
                             .map_err(Ended::Disconnected)?;
@@ -331,7 +420,7 @@ impl Subscriber {
             }
         }
         if !new.is_empty() {
-            let subscribed = match self.subscribe(sink, &new).await {
+            let subscribed = match self.subscribe(sink, &new, inbound).await {
                 Ok(seq) => seq,
                 Err(err) => {
                     for request in batch {
@@ -359,20 +448,16 @@ impl Subscriber {
         Ok(())
     }
 
-    /// Subscribes `names`; returns the counter read once Redis confirmed it.
-    async fn subscribe(&self, sink: &PubSubSink, names: &[Arc<str>]) -> Result<u64, String> {
-        bounded(
-            "SUBSCRIBE",
-            each(sink, true, names.iter().map(|n| channel_key(n))),
-        )
-        .await?;
-        // Events up to the counter read now were published before this subscription was
-        // answered, so before any local subscriber of these channels got its response.
-        let mut conn = self.conn.clone();
-        let seq: Option<u64> = bounded("GET", conn.get(seq_key())).await?;
-        let seq = seq.unwrap_or(0);
-        self.seen.fetch_max(seq, Ordering::Relaxed);
-        Ok(seq)
+    /// Subscribes `names`; returns their mark, from the feed.
+    async fn subscribe(
+        &mut self,
+        sink: &PubSubSink,
+        names: &[Arc<str>],
+        inbound: &impl Inbound,
+    ) -> Result<u64, String> {
+        let keys: Vec<String> = names.iter().map(|n| self.feed.key(n)).collect();
+        bounded("SUBSCRIBE", each(sink, true, keys)).await?;
+        self.feed.subscribed(names, inbound).await
     }
 
     /// Takes the released names and forgets those that still have no local subscriber;
@@ -398,90 +483,14 @@ impl Subscriber {
         Ok(gone)
     }
 
-    /// Checks whether Redis lost its data since the last connect, and if so makes the backfill
-    /// take the histories from their start: they hold only events published since the loss,
-    /// with sequence numbers that may be lower than the ones seen before it. Returns whether
-    /// it did.
-    async fn restore(&mut self) -> Result<bool, Ended> {
-        let script = self.restore.clone();
-        let seen = self.seen.load(Ordering::Relaxed);
-        let mut conn = self.conn.clone();
-        let epoch: String = setup("restore", async move {
-            script
-                .key(seq_key())
-                .key(epoch_key())
-                .arg(seen)
-                .arg(token())
-                .invoke_async(&mut conn)
-                .await
-        })
-        .await?;
-        let lost = self.epoch.as_ref().is_some_and(|old| *old != epoch);
-        if lost {
-            tracing::warn!("Redis lost its data; replaying the histories from their start");
-            for last in self.active.values_mut() {
-                *last = 0;
-            }
-        }
-        self.epoch = Some(epoch);
-        Ok(lost)
-    }
-
     fn on_message(&mut self, message: &redis::Msg, inbound: &impl Inbound) -> Result<(), Gone> {
-        let Some(name) = channel_name(message.get_channel_name()) else {
+        let Some(name) = self.feed.name(message.get_channel_name()) else {
             return Ok(());
         };
-        let Some(parsed) = parse_message(message.get_payload_bytes()) else {
-            tracing::warn!(channel = name, "unreadable message from Redis");
-            return Ok(());
-        };
-        self.deliver(name, parsed, inbound)
-    }
-
-    /// Delivers an event of an active channel unless it was delivered already (by the
-    /// subscription or a backfill: both may carry it).
-    fn deliver(
-        &mut self,
-        name: &str,
-        message: Message,
-        inbound: &impl Inbound,
-    ) -> Result<(), Gone> {
-        let Some(last) = self.active.get_mut(name) else {
+        let Some(mark) = self.active.get_mut(name) else {
             return Ok(()); // unsubscribed meanwhile
         };
-        if message.seq <= *last {
-            return Ok(());
-        }
-        *last = message.seq;
-        self.seen.fetch_max(message.seq, Ordering::Relaxed);
-        inbound.deliver(name, message)
-    }
-
-    /// After a reconnect: delivers, in sequence order, what every active channel missed.
-    async fn backfill(&mut self, inbound: &impl Inbound) -> Result<(), Ended> {
-        let names: Vec<Arc<str>> = self.active.keys().cloned().collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for name in &names {
-            let from = format!("{}-0", self.active[name] + 1);
-            pipe.cmd("XRANGE").arg(history_key(name)).arg(from).arg("+");
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<Vec<StreamEntry>> =
-            setup("backfill", async move { pipe.query_async(&mut conn).await }).await?;
-        let mut missed: Vec<(Arc<str>, Message)> = Vec::new();
-        for (name, entries) in names.iter().zip(replies) {
-            for (_, fields) in entries {
-                if let Some(message) = fields.get("m").and_then(|m| parse_message(m)) {
-                    missed.push((name.clone(), message));
-                }
-            }
-        }
-        missed.sort_by_key(|(_, m)| m.seq);
-        tracing::info!(events = missed.len(), "backfilled from Redis history");
-        for (name, message) in missed {
-            self.deliver(&name, message, inbound)?;
-        }
-        Ok(())
+        self.feed
+            .message(name, message.get_payload_bytes(), mark, inbound)
     }
 }
