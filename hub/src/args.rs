@@ -60,6 +60,7 @@ pub struct Args {
     pub redis_url: Option<String>,
     /// The Redis a Flask app's flask-sse publishes to (its REDIS_URL): serve what
     /// `sse.publish()` sends there, and publish in its format (needs the `redis` feature).
+    /// redis:// or rediss:// (TLS; #insecure at the end for a self-signed certificate).
     /// Not with --redis-url; $SSE_REDIS_URL and $REDIS_URL are then not read.
     #[arg(
         long,

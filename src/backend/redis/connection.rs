@@ -15,8 +15,9 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish, an ensure or a replay may take in all, reconnecting included.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens `url` (`redis://[:password@]host[:port][/db]`, `rediss://`): the client, for the
-/// pub/sub connection, and a connection manager for the commands, connected now.
+/// Opens `url` (`redis://[:password@]host[:port][/db]`, `rediss://` with the `redis-tls`
+/// feature): the client, for the pub/sub connection, and a connection manager for the
+/// commands, connected now.
 ///
 /// # Errors
 ///
@@ -24,6 +25,8 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// masked.
 pub(super) async fn open(url: &str) -> Result<(Client, ConnectionManager), ConnectError> {
     let failed = |err: RedisError| ConnectError::new("Redis", url, err.into());
+    #[cfg(feature = "redis-tls")]
+    install_crypto_provider();
     let client = Client::open(url).map_err(failed)?;
     let manager = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(TIMEOUT)
@@ -34,6 +37,22 @@ pub(super) async fn open(url: &str) -> Result<(Client, ConnectionManager), Conne
         .await
         .map_err(failed)?;
     Ok((client, conn))
+}
+
+/// Installs rustls's `ring` provider as the process's default, unless one is installed: the
+/// redis crate builds its TLS config from the default (`ClientConfig::builder`,
+/// `CryptoProvider::get_default` for `#insecure`), which rustls picks from its crate features
+/// only when exactly one provider is enabled in the whole build.
+#[cfg(feature = "redis-tls")]
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // rustls 0.23.48 deprecates `ring` (no post-quantum key exchange); aws-lc-rs, which
+        // has it, needs cmake and nasm to build. Classic ECDHE is what Redis offers today.
+        #[allow(deprecated)]
+        let provider = rustls::crypto::ring::default_provider();
+        // Err: another thread installed one meanwhile, which serves as well.
+        let _ = provider.install_default();
+    }
 }
 
 /// Awaits a publish's command for at most [`REQUEST_TIMEOUT`]. An error is an
@@ -80,5 +99,37 @@ mod tests {
         assert!(!refused.is::<OutcomeUnknown>());
         let reply = RedisError::from((redis::ErrorKind::ResponseError, "ERR", "bad".to_owned()));
         assert!(!publish_error(reply).is::<OutcomeUnknown>());
+    }
+
+    #[cfg(feature = "redis-tls")]
+    #[test]
+    fn rediss_urls_are_tls_connections() {
+        use redis::{ConnectionAddr, IntoConnectionInfo};
+
+        let info = "rediss://:secret@example.com:6380/2"
+            .into_connection_info()
+            .unwrap();
+        assert_eq!(
+            info.addr,
+            ConnectionAddr::TcpTls {
+                host: "example.com".to_owned(),
+                port: 6380,
+                insecure: false,
+                tls_params: None,
+            }
+        );
+        assert_eq!(info.redis.db, 2);
+        assert_eq!(info.redis.password.as_deref(), Some("secret"));
+        let info = "rediss://127.0.0.1/#insecure"
+            .into_connection_info()
+            .unwrap();
+        assert!(matches!(
+            info.addr,
+            ConnectionAddr::TcpTls {
+                port: 6379,
+                insecure: true,
+                ..
+            }
+        ));
     }
 }

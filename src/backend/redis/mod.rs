@@ -4,6 +4,15 @@
 //! where flask-sse does; [`flask_sse::connect`] builds one on the Redis a Flask app's
 //! flask-sse publishes to, in its format.
 //!
+//! Both read a URL as flask-sse (redis-py) does: `redis://[:password@]host[:port][/db]`, and
+//! `rediss://` for TLS with the feature `redis-tls` (rustls with `ring`; the server's
+//! certificate checked against the system's root certificates). A self-signed certificate
+//! needs `#insecure` at the end, `rediss://host:6380/#insecure`, which skips the check (the
+//! redis crate's syntax; redis-py's is `?ssl_cert_reqs=none`). Without `redis-tls`, a
+//! `rediss://` URL fails to connect. Connecting installs rustls's `ring` provider as the
+//! process's default `CryptoProvider` when none is installed yet (install yours first to use
+//! another).
+//!
 //! ```no_run
 //! # #[cfg(feature = "redis")]
 //! # #[tokio::main(flavor = "current_thread")]
@@ -164,10 +173,13 @@ pub fn url_from_env() -> Option<String> {
 /// shares channels, ids and history (see the [module docs](self)). Spawns the task that holds
 /// the broker's Redis subscriptions, so call it within a Tokio runtime.
 ///
+/// `url` is `redis://[:password@]host[:port][/db]`, or `rediss://` (TLS, feature `redis-tls`;
+/// `#insecure` at the end for a self-signed certificate): see the [module docs](self).
+///
 /// # Errors
 ///
-/// The URL is invalid or Redis can't be reached; the error names the URL, with its password
-/// masked.
+/// The URL is invalid or Redis can't be reached (over TLS: the certificate is not trusted,
+/// or the server does not speak TLS); the error names the URL, with its password masked.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]

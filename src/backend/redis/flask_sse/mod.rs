@@ -114,15 +114,17 @@ use crate::{
 };
 
 /// Connects to the Redis flask-sse publishes to (`redis://[:password@]host[:port][/db]`,
-/// `rediss://`, as its `REDIS_URL`; the database number plays no part in pub/sub) and builds
+/// `rediss://` with the feature `redis-tls`, as its `REDIS_URL`; the database number plays no
+/// part in pub/sub; `#insecure` at the end for a self-signed certificate, see the
+/// [`redis`](super) module) and builds
 /// the broker `builder` describes on it: it serves what flask-sse publishes there, and
 /// publishes in its format (see the [module docs](self)). Spawns the task that holds the
 /// broker's Redis subscriptions, so call it within a Tokio runtime.
 ///
 /// # Errors
 ///
-/// The URL is invalid or Redis can't be reached; the error names the URL, with its password
-/// masked.
+/// The URL is invalid or Redis can't be reached (over TLS: the certificate is not trusted,
+/// or the server does not speak TLS); the error names the URL, with its password masked.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
