@@ -104,6 +104,25 @@ mod backend;
 mod feed;
 mod message;
 
+/// flask-sse's message as the backend reads and writes it, for the fuzz target
+/// `flask_sse_message` alone: `cargo fuzz` builds with `--cfg fuzzing` (fuzz/README.md).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::event::Event;
+
+    /// The event a message gives, or the reason (`reason` label of the dropped counter) it is
+    /// dropped.
+    pub fn read(payload: &[u8]) -> Result<Event, &'static str> {
+        super::message::read(payload).map_err(|dropped| dropped.label())
+    }
+
+    /// The message `Broker::publish` sends for `event`.
+    pub fn write(event: &Event) -> Vec<u8> {
+        super::message::write(event).expect("an event's fields are JSON strings and a number")
+    }
+}
+
 use std::sync::Arc;
 
 use self::{backend::FlaskBackend, feed::Flask};
