@@ -82,6 +82,7 @@
 //! | `json`  | yes     | [`Event::json_data`], with serde_json |
 //! | `redis` | no      | the Redis backend, so several instances share channels; and [`redis::flask_sse`], to serve and publish a Flask app's flask-sse messages |
 //! | `redis-tls` | no  | `redis` and `rediss://` URLs: Redis over TLS, with rustls (`ring`) and the system's root certificates; `#insecure` at the end skips the certificate's check |
+//! | `jwt`   | no      | [`access::jwt`]: Mercure-style JWT rights per channel (`*`, exact names, URI templates), `exp` ending open streams; with `jsonwebtoken` and pure-Rust crypto |
 //!
 //! [WHATWG]: https://html.spec.whatwg.org/multipage/server-sent-events.html
 #![forbid(unsafe_code)]

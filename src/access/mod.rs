@@ -33,6 +33,9 @@
 
 mod future;
 mod grant;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 mod layer;
 mod policy;
 mod service;
