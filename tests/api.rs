@@ -15,12 +15,8 @@ use axum::Router;
 use futures_util::StreamExt;
 use http::request::Parts;
 use reqwest_eventsource::{Event as SseEvent, EventSource};
-use support::{guard, wait_until};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    time::Instant,
-};
+use support::{guard, raw_get, wait_until};
+use tokio::time::Instant;
 use tower::{Layer, ServiceBuilder};
 use tower_sse::{
     AccessLayer, Broker, Event, SseService,
@@ -49,25 +45,12 @@ fn one_second(broker: &Broker, given: Arc<Mutex<Vec<Instant>>>) -> Router {
     Router::new().route_service("/stream", service)
 }
 
-/// Sends `GET {path}` with `connection: close` and reads the whole response, as bytes.
-async fn raw_get(addr: SocketAddr, path: &str, ready: impl AsyncFnOnce()) -> (String, Instant) {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    conn.write_all(request.as_bytes()).await.unwrap();
-    ready().await;
-    let mut response = Vec::new();
-    guard("response", conn.read_to_end(&mut response))
-        .await
-        .unwrap();
-    (String::from_utf8(response).unwrap(), Instant::now())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grants_deadline_ends_the_chunked_body_cleanly_not_before() {
     let broker = Broker::builder().id_base(0).build();
     let given = Arc::new(Mutex::new(Vec::new()));
     let addr = serve(one_second(&broker, given.clone())).await;
-    let (response, ended) = raw_get(addr, "/stream?channel=t", async || {
+    let response = raw_get(addr, "/stream?channel=t", &[], async || {
         wait_until("subscribed", || broker.subscriber_count("t") == 1).await;
         broker
             .publish("t", Event::default().data("in time"))
@@ -75,6 +58,7 @@ async fn a_grants_deadline_ends_the_chunked_body_cleanly_not_before() {
             .unwrap();
     })
     .await;
+    let ended = Instant::now();
     let deadline = *given.lock().unwrap().first().expect("the policy was asked");
     assert!(ended >= deadline, "ended {:?} early", deadline - ended);
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
@@ -98,7 +82,8 @@ async fn a_deadline_from_a_layer_of_ones_own() {
         })
         .service(SseService::new(broker.clone()));
     let addr = serve(Router::new().route_service("/stream", service)).await;
-    let (response, ended) = raw_get(addr, "/stream", async || {}).await;
+    let response = raw_get(addr, "/stream", &[], async || {}).await;
+    let ended = Instant::now();
     assert!(ended >= deadline, "ended {:?} early", deadline - ended);
     assert!(response.ends_with("\r\n\r\n0\r\n\r\n"), "{response:?}");
 }

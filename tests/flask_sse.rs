@@ -5,8 +5,13 @@
 //! `TOWER_SSE_REQUIRE_REDIS=1`.
 #![cfg(feature = "redis")]
 
+#[path = "common/reader.rs"]
+#[allow(dead_code)] // each file uses its part
+mod reader;
+
+use reader::{Reader, channels};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -14,12 +19,12 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use redis::aio::MultiplexedConnection;
 use tower_sse::{
-    Broker, BrokerBuilder, Channels, Event, PublishError, Resume, Subscription,
-    metrics::FLASK_SSE_DROPPED, redis::flask_sse,
+    Broker, BrokerBuilder, Event, PublishError, Resume, metrics::FLASK_SSE_DROPPED,
+    redis::flask_sse,
 };
 use tower_sse_test_support::{guard, redis_server, wait_until};
 
@@ -32,13 +37,6 @@ async fn connect(url: &str, builder: BrokerBuilder) -> Broker {
     flask_sse::connect(builder, url)
         .await
         .expect("connect to Redis")
-}
-
-fn channels(broker: &Broker, list: &str) -> Channels {
-    broker
-        .channel_rules()
-        .channels(list.split(','))
-        .expect("channel list")
 }
 
 /// A plain Redis client, as the Flask app's.
@@ -79,45 +77,6 @@ async fn wait_numsub(conn: &mut MultiplexedConnection, names: &[&str], expected:
         }
     })
     .await;
-}
-
-/// Reads a subscription one event at a time (a `recv` may bring several).
-struct Reader {
-    sub: Subscription,
-    pending: VecDeque<String>,
-}
-
-impl Reader {
-    fn new(sub: Subscription) -> Reader {
-        Reader {
-            sub,
-            pending: VecDeque::new(),
-        }
-    }
-
-    async fn subscribe(broker: &Broker, list: &str) -> Reader {
-        Reader::new(broker.subscribe(&channels(broker, list)).await.unwrap())
-    }
-
-    async fn next(&mut self) -> String {
-        if self.pending.is_empty() {
-            let bytes = guard("next event", self.sub.recv())
-                .await
-                .expect("the stream ended");
-            let text = std::str::from_utf8(&bytes).expect("utf-8");
-            self.pending
-                .extend(text.split_inclusive("\n\n").map(str::to_owned));
-        }
-        self.pending.pop_front().expect("an event")
-    }
-
-    /// Nothing to read now, and the stream is not over.
-    fn assert_idle(&mut self) {
-        assert!(self.pending.is_empty(), "unexpected {:?}", self.pending);
-        if let Some(next) = self.sub.recv().now_or_never() {
-            panic!("expected nothing, got {next:?}");
-        }
-    }
 }
 
 /// The value of the `id:` line of a frame.

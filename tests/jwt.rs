@@ -13,11 +13,7 @@ use std::{
 use axum::Router;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use support::{guard, wait_until};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
+use support::{guard, raw_get, wait_until};
 use tower::Layer;
 use tower_sse::{
     AccessLayer, Broker, Event, SseService,
@@ -50,27 +46,6 @@ async fn serve(broker: &Broker) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-/// `GET {path}` with a Bearer token and `connection: close`; the whole response as text, and
-/// the wall-clock time it ended.
-async fn raw_get(
-    addr: SocketAddr,
-    path: &str,
-    token: &str,
-    ready: impl AsyncFnOnce(),
-) -> (String, SystemTime) {
-    let mut conn = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-    );
-    conn.write_all(request.as_bytes()).await.unwrap();
-    ready().await;
-    let mut response = Vec::new();
-    guard("response", conn.read_to_end(&mut response))
-        .await
-        .unwrap();
-    (String::from_utf8(response).unwrap(), SystemTime::now())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,14 +81,21 @@ async fn the_stream_ends_cleanly_at_the_tokens_exp_not_before() {
     let addr = serve(&broker).await;
     let exp = unix_now() + 2;
     let token = token(&json!({"mercure": {"subscribe": ["t"]}, "exp": exp}));
-    let (response, ended) = raw_get(addr, "/events?channel=t", &token, async || {
-        wait_until("subscribed", || broker.subscriber_count("t") == 1).await;
-        broker
-            .publish("t", Event::default().data("in time"))
-            .await
-            .unwrap();
-    })
+    let bearer = format!("Bearer {token}");
+    let response = raw_get(
+        addr,
+        "/events?channel=t",
+        &[("authorization", &bearer)],
+        async || {
+            wait_until("subscribed", || broker.subscriber_count("t") == 1).await;
+            broker
+                .publish("t", Event::default().data("in time"))
+                .await
+                .unwrap();
+        },
+    )
     .await;
+    let ended = SystemTime::now();
     let exp = UNIX_EPOCH + std::time::Duration::from_secs(exp);
     assert!(
         ended >= exp,

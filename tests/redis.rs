@@ -10,8 +10,12 @@ use tower_sse_test_support as support;
 
 use tower_sse_test_support::redis_server;
 
+#[path = "common/reader.rs"]
+#[allow(dead_code)] // each file uses its part
+mod reader;
+
+use reader::{Reader, channels};
 use std::{
-    collections::VecDeque,
     future::Future,
     ops::RangeInclusive,
     sync::{
@@ -21,7 +25,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures_util::FutureExt;
 use redis_server::Stopped;
 use support::guard;
 use tokio::{
@@ -32,9 +35,7 @@ use tokio::{
     },
     sync::Notify,
 };
-use tower_sse::{
-    Broker, Channels, ConnectError, Event, PublishError, Resume, SubscribeError, Subscription,
-};
+use tower_sse::{Broker, ConnectError, Event, PublishError, Resume, SubscribeError};
 
 /// Between checks of a state only Redis or a child process knows.
 async fn pause() {
@@ -47,13 +48,6 @@ async fn connect(url: &str, history: usize) -> Broker {
         .expect("connect to Redis")
 }
 
-fn channels(broker: &Broker, list: &str) -> Channels {
-    broker
-        .channel_rules()
-        .channels(list.split(','))
-        .expect("channel list")
-}
-
 /// The bytes a client receives for an event with data `data` and id `id`.
 fn frame(data: &str, id: &str) -> String {
     format!("data: {data}\nid: {id}\n\n")
@@ -63,49 +57,6 @@ fn frame(data: &str, id: &str) -> String {
 fn frames(ids: RangeInclusive<usize>) -> Vec<String> {
     ids.map(|i| frame(&format!("e{i}"), &i.to_string()))
         .collect()
-}
-
-/// Reads a subscription one event at a time (a `recv` may bring several).
-struct Reader {
-    sub: Subscription,
-    pending: VecDeque<String>,
-}
-
-impl Reader {
-    fn new(sub: Subscription) -> Reader {
-        Reader {
-            sub,
-            pending: VecDeque::new(),
-        }
-    }
-
-    async fn next(&mut self) -> String {
-        if self.pending.is_empty() {
-            let bytes = guard("next event", self.sub.recv())
-                .await
-                .expect("the stream ended");
-            let text = std::str::from_utf8(&bytes).expect("utf-8");
-            self.pending
-                .extend(text.split_inclusive("\n\n").map(str::to_owned));
-        }
-        self.pending.pop_front().expect("an event")
-    }
-
-    async fn take(&mut self, n: usize) -> Vec<String> {
-        let mut frames = Vec::with_capacity(n);
-        for _ in 0..n {
-            frames.push(self.next().await);
-        }
-        frames
-    }
-
-    /// Nothing to read now, and the stream is not over.
-    fn assert_idle(&mut self) {
-        assert!(self.pending.is_empty(), "unexpected {:?}", self.pending);
-        if let Some(next) = self.sub.recv().now_or_never() {
-            panic!("expected nothing, got {next:?}");
-        }
-    }
 }
 
 /// Resumes `list` on `broker` after `id`: what the resume says, and a reader for the rest.

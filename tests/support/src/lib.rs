@@ -8,7 +8,7 @@ pub mod events;
 pub mod redis_server;
 pub mod stream_server;
 
-use std::{future::Future, io::Write, path::PathBuf, time::Duration};
+use std::{future::Future, io::Write, net::SocketAddr, path::PathBuf, time::Duration};
 
 use reqwest::{Client, RequestBuilder, Response};
 
@@ -64,4 +64,29 @@ pub fn skip_or_fail(test: &str, missing: &str, install: &str, require: &str) {
     // Straight to stderr: the test harness captures `eprintln!`, and a skip must be seen.
     let loud = format!("\n!!! SKIPPED {test}: {missing} is missing ({install}) !!!\n");
     let _ = std::io::stderr().write_all(loud.as_bytes());
+}
+
+/// Sends `GET {path}` on a new connection, with `connection: close` and the `headers` given,
+/// runs `ready` once the request is sent, then reads the whole response (head and body, as
+/// sent) to the end: for the tests that check how a stream ends, byte for byte.
+pub async fn raw_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    ready: impl AsyncFnOnce(),
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    ready().await;
+    let mut response = Vec::new();
+    guard("response", conn.read_to_end(&mut response))
+        .await
+        .unwrap();
+    String::from_utf8(response).unwrap()
 }
