@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use redis::aio::MultiplexedConnection;
 use tower_sse::{
-    Broker, BrokerBuilder, Event, PublishError, Resume, metrics::FLASK_SSE_DROPPED,
+    Broker, BrokerBuilder, ChannelError, Event, PublishError, Resume, metrics::FLASK_SSE_DROPPED,
     redis::flask_sse,
 };
 use tower_sse_test_support::{guard, redis_server, wait_until};
@@ -513,4 +513,28 @@ async fn after_a_redis_restart_streams_get_later_messages_and_resumes_get_the_ga
     assert_eq!(sub.resume(), Resume::Gap);
     let sub = broker.resume(&channels(&broker, "sse"), "a").await.unwrap();
     assert_eq!(sub.resume(), Resume::Complete);
+}
+
+#[tokio::test]
+async fn a_publish_to_several_channels_is_refused_as_flask_sse_names_one() {
+    let redis = redis_server!();
+    let broker = connect(&redis.url(), Broker::builder()).await;
+    let two = broker.channel_rules().channels(["a", "b"]).unwrap();
+    let refused = broker.publish_to(&two, Event::default().data("x")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PublishError::Channel(ChannelError::TooMany(1)))
+        ),
+        "{refused:?}"
+    );
+    // Nothing reached Redis; one channel through the same call is published.
+    let mut sub = Reader::new(broker.subscribe(&channels(&broker, "a,b")).await.unwrap());
+    let one = broker.channel_rules().channels(["b"]).unwrap();
+    broker
+        .publish_to(&one, Event::default().data("y"))
+        .await
+        .unwrap();
+    assert!(sub.next().await.starts_with("data: y\n"));
+    sub.assert_idle();
 }

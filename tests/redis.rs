@@ -181,6 +181,45 @@ async fn two_brokers_share_channels_ids_and_order() {
 }
 
 #[tokio::test]
+async fn an_event_of_several_channels_comes_once_on_every_instance() {
+    let redis = redis_server!();
+    let a = connect(&redis.url(), 100).await;
+    let b = connect(&redis.url(), 100).await;
+    let (_, mut both) = resume_from(&b, "x,y,z", "0").await;
+    let (_, mut x) = resume_from(&b, "x", "0").await;
+    let first = publish(&a, "x", "before").await;
+    let pair = channels(&a, "x,y");
+    let id = guard(
+        "publish",
+        a.publish_to(&pair, Event::default().data("both")),
+    )
+    .await
+    .unwrap();
+    let last = publish(&a, "z", "after").await;
+    let expected = [
+        frame("before", &first),
+        frame("both", &id),
+        frame("after", &last),
+    ];
+    assert_eq!(both.take(3).await, expected);
+    assert_eq!(x.take(2).await, expected[..2]);
+    both.assert_idle();
+    // Kept in each channel's history; a resume on several of them replays it once.
+    let (resumed, mut replay) = resume_from(&b, "y,x,z", &first).await;
+    assert_eq!(resumed, Resume::Complete);
+    assert_eq!(replay.take(2).await, expected[1..]);
+    replay.assert_idle();
+    // All or nothing: a bad name publishes nowhere.
+    let bad = channels(&a, "x,y");
+    let refused = a.publish_to(&bad, Event::default().id("\n")).await;
+    assert!(
+        matches!(refused, Err(PublishError::Event(_))),
+        "{refused:?}"
+    );
+    x.assert_idle();
+}
+
+#[tokio::test]
 async fn resume_on_another_instance_replays_then_goes_live() {
     let redis = redis_server!();
     let a = connect(&redis.url(), 100).await;

@@ -44,13 +44,14 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a broker's events travel: publish, keep channels subscribed, replay history.
 pub(crate) trait Backend: Send + Sync + 'static {
-    /// Stores and spreads `event` on `channel`; returns its id (the publisher's, or the one
-    /// the backend assigned). The event has been validated. An error is an
+    /// Stores and spreads `event` on each of `channels` (at least one) as one event, with one
+    /// sequence number; returns its id (the publisher's, or the one the backend assigned).
+    /// The event and the names have been validated. An error is an
     /// [`OutcomeUnknown`](crate::error::OutcomeUnknown) when the event may have been published
     /// all the same.
     fn publish<'a>(
         &'a self,
-        channel: &'a str,
+        channels: &'a [&'a str],
         event: &'a Event,
     ) -> BoxFuture<'a, Result<String, BoxError>>;
 

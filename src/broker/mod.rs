@@ -258,11 +258,56 @@ impl Broker {
     /// # }
     /// ```
     pub async fn publish(&self, channel: &str, event: Event) -> Result<String, PublishError> {
+        self.publish_each(&[channel], event).await
+    }
+
+    /// Publishes one `event` to every channel of `channels`, with one id: a stream on several
+    /// of them sends it once, in its place among their events. What a topic with aliases
+    /// needs (Mercure's alternate topics), or a notice for several audiences.
+    ///
+    /// The event is encoded once. On Redis it is stored in each channel's history and sent
+    /// on each, in one step: published everywhere, or nowhere. On flask-sse's Redis
+    /// (`redis::flask_sse`), whose messages name one channel each, more than one channel is
+    /// refused ([`ChannelError::TooMany`](crate::ChannelError::TooMany) with a limit of 1).
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::publish`], for any of the channels: then nothing is published.
+    ///
+    /// ```
+    /// # use tower_sse::{Broker, Event};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broker = Broker::builder().id_base(0).build();
+    /// let both = broker.channel_rules().channels(["books", "books.1"]).unwrap();
+    /// let mut stream = broker.subscribe(&both).await.unwrap();
+    /// let one = broker.channel_rules().channels(["books.1"]).unwrap();
+    /// let mut other = broker.subscribe(&one).await.unwrap();
+    ///
+    /// broker.publish_to(&both, Event::default().data("new edition")).await.unwrap();
+    /// broker.publish("books", Event::default().data("next")).await.unwrap();
+    /// // Once on the stream of both channels, and once on the other.
+    /// let both_sent = "data: new edition\nid: 1\n\ndata: next\nid: 2\n\n";
+    /// assert_eq!(stream.recv().await.unwrap(), both_sent);
+    /// assert_eq!(other.recv().await.unwrap(), "data: new edition\nid: 1\n\n");
+    /// # }
+    /// ```
+    pub async fn publish_to(
+        &self,
+        channels: &Channels,
+        event: Event,
+    ) -> Result<String, PublishError> {
+        self.publish_each(&channels.iter().collect::<Vec<_>>(), event)
+            .await
+    }
+
+    async fn publish_each(&self, channels: &[&str], event: Event) -> Result<String, PublishError> {
+        let names = || channels.iter().copied();
         let published = match &self.inner.backend {
-            None => self.inner.publish(channel, &event),
-            Some(backend) => match self.inner.check(channel, &event) {
+            None => self.inner.publish(names(), &event),
+            Some(backend) => match self.inner.check(names(), &event) {
                 Ok(()) => backend
-                    .publish(channel, &event)
+                    .publish(channels, &event)
                     .await
                     .map_err(PublishError::from_backend),
                 Err(err) => Err(err),
@@ -271,7 +316,7 @@ impl Broker {
         match &published {
             Ok(_) => self.inner.metrics.published.increment(1),
             Err(err) => {
-                tracing::debug!(channel, %err, "publish refused");
+                tracing::debug!(?channels, %err, "publish refused");
                 crate::metrics::publish_error(err.reason());
             }
         }

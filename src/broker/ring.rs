@@ -105,7 +105,11 @@ impl Ring {
     /// Pushes `entry` (dropping the oldest when full), raises `watermark` to it and returns
     /// the wakers to wake once the caller has released its own locks, and the size of the
     /// entry dropped, if one was.
-    pub(crate) fn push(&self, entry: Entry, watermark: &AtomicU64) -> (Vec<Waker>, Option<usize>) {
+    pub(crate) fn push(
+        &self,
+        entry: Arc<Entry>,
+        watermark: &AtomicU64,
+    ) -> (Vec<Waker>, Option<usize>) {
         let mut state = lock(&self.state);
         let dropped = if state.entries.len() == state.capacity {
             state.pop_front()
@@ -114,7 +118,7 @@ impl Ring {
         };
         let seq = entry.seq;
         state.bytes += entry.bytes.len();
-        state.entries.push_back(Arc::new(entry));
+        state.entries.push_back(entry);
         self.oldest.store(state.oldest(), Ordering::Relaxed);
         // Under the ring's lock: a reader that sees this entry also sees the watermark.
         watermark.fetch_max(seq, Ordering::Release);
@@ -363,14 +367,14 @@ mod tests {
     fn a_raised_floor_stays_when_older_entries_drop() {
         let watermark = AtomicU64::new(0);
         let ring = Ring::new("a".into(), 2, 0, false);
-        ring.push(entry(1), &watermark);
-        ring.push(entry(2), &watermark);
+        ring.push(Arc::new(entry(1)), &watermark);
+        ring.push(Arc::new(entry(2)), &watermark);
         assert_eq!(ring.resume_after(1, 10), (1, true));
         // Events after 2 may have passed this broker by (a lost backend connection).
         ring.raise_floor(3);
         assert_eq!(ring.resume_after(2, 10), (2, false));
         // Dropping entry 1 for room must not lower the floor back to 1.
-        ring.push(entry(3), &watermark);
+        ring.push(Arc::new(entry(3)), &watermark);
         assert_eq!(ring.resume_after(2, 10), (2, false));
         assert_eq!(ring.resume_after(3, 10), (3, true));
     }

@@ -57,6 +57,11 @@ pub(super) struct Shared {
 pub(super) struct Sequencer {
     /// The last order number given out.
     pub(super) last: u64,
+    /// The backend's sequence number of the last event delivered through [`Handle`], when
+    /// the last order number went to it: a message of several channels comes once per
+    /// channel, one after the other, and takes one order number, so that a stream over
+    /// several of them sends it once.
+    pub(super) last_origin: Option<u64>,
     pub(super) retention: Retention,
 }
 
@@ -77,6 +82,7 @@ impl Shared {
             channels: DashMap::new(),
             sequencer: Mutex::new(Sequencer {
                 last: base,
+                last_origin: None,
                 retention: Retention::new(config.max_retained_bytes, config.history_channels),
             }),
             watermark: AtomicU64::new(base),
@@ -93,10 +99,16 @@ impl Shared {
         }
     }
 
-    /// Checks a publish: the channel name, the event, the id's length, closed.
-    pub(super) fn check(&self, channel: &str, event: &Event) -> Result<(), PublishError> {
+    /// Checks a publish: the channel names, the event, the id's length, closed.
+    pub(super) fn check<'a>(
+        &self,
+        channels: impl IntoIterator<Item = &'a str>,
+        event: &Event,
+    ) -> Result<(), PublishError> {
         let config = &self.config;
-        config.rules.check_name(channel)?;
+        for channel in channels {
+            config.rules.check_name(channel)?;
+        }
         event.validate()?;
         if event
             .get_id()
@@ -112,11 +124,15 @@ impl Shared {
         Ok(())
     }
 
-    /// Publishes in this process. The event is encoded before the sequencer is taken, all but
-    /// the `id:` line when the id is the sequence number, so a large event holds up no other
-    /// publisher.
-    pub(super) fn publish(&self, channel: &str, event: &Event) -> Result<String, PublishError> {
-        self.check(channel, event)?;
+    /// Publishes in this process, one event with one order number in each of `channels`' rings
+    /// (so a stream over several of them sends it once). The event is encoded before the
+    /// sequencer is taken, all but the `id:` line when the id is the sequence number, so a
+    /// large event holds up no other publisher.
+    pub(super) fn publish<'a, I>(&self, channels: I, event: &Event) -> Result<String, PublishError>
+    where
+        I: IntoIterator<Item = &'a str> + Clone,
+    {
+        self.check(channels.clone(), event)?;
         let inner = self;
         let given = event.get_id();
         let encoded = match given {
@@ -124,7 +140,7 @@ impl Shared {
             // Room for the longest `id: {u64}` line.
             None => Err(event.encode_head(30)),
         };
-        let wakers;
+        let mut wakers = Vec::new();
         let id;
         {
             let mut sequencer = lock(&inner.sequencer);
@@ -142,14 +158,18 @@ impl Shared {
                     finish(head, Some(&id))
                 }
             };
-            let entry = Entry {
+            let entry = Arc::new(Entry {
                 seq,
                 origin: seq,
                 bytes,
                 id: given.map(Into::into),
-            };
-            wakers = inner.deliver(&mut sequencer, channel, entry);
+            });
+            for channel in channels {
+                wakers.extend(inner.deliver(&mut sequencer, channel, entry.clone()));
+            }
             sequencer.last = seq;
+            // Not a backend's number: the next delivery takes an order number of its own.
+            sequencer.last_origin = None;
         }
         wake_all(wakers);
         Ok(id)
@@ -213,7 +233,7 @@ impl Shared {
         &self,
         sequencer: &mut MutexGuard<'_, Sequencer>,
         name: &str,
-        entry: Entry,
+        entry: Arc<Entry>,
     ) -> Vec<Waker> {
         let seq = entry.seq;
         let len = entry.bytes.len();
@@ -297,14 +317,17 @@ impl Inbound for Handle {
         let inner = self.inner()?;
         let wakers = {
             let mut sequencer = lock(&inner.sequencer);
-            sequencer.last += 1;
+            if sequencer.last_origin != Some(message.seq) {
+                sequencer.last += 1;
+                sequencer.last_origin = Some(message.seq);
+            }
             let entry = Entry {
                 seq: sequencer.last,
                 origin: message.seq,
                 id: message.id,
                 bytes: message.bytes,
             };
-            inner.deliver(&mut sequencer, channel, entry)
+            inner.deliver(&mut sequencer, channel, Arc::new(entry))
         };
         wake_all(wakers);
         Ok(())
@@ -317,6 +340,7 @@ impl Inbound for Handle {
         // An order number of its own, so it is after every replay read before it.
         let mut sequencer = lock(&inner.sequencer);
         sequencer.last += 1;
+        sequencer.last_origin = None;
         inner.data_lost_at.store(sequencer.last, Ordering::Release);
         Ok(())
     }
@@ -326,7 +350,7 @@ impl Inbound for Handle {
     }
 
     fn publish(&self, channel: &str, event: &Event) -> Result<Result<String, PublishError>, Gone> {
-        Ok(self.inner()?.publish(channel, event))
+        Ok(self.inner()?.publish([channel], event))
     }
 
     /// Raises the floor of each channel's ring to the next order number, so that a resume

@@ -71,6 +71,9 @@ pub struct Subscription {
     /// started, so an idle stream costs one word until then.
     turn: Option<Box<Drawn>>,
     done: bool,
+    /// The order number of the last event sent from the rings: an event published to several
+    /// of this stream's channels is in each of their rings with one number, and is sent once.
+    last_seq: u64,
 }
 
 /// A stream's turn in a drain, and the timer that wakes it then when it is read as a
@@ -130,6 +133,7 @@ impl Subscription {
             resume: Resume::Live,
             turn: None,
             done: false,
+            last_seq: 0,
         }
     }
 
@@ -251,8 +255,18 @@ impl Subscription {
                 }
             }
             if !taken.is_empty() {
-                let bytes = self.coalesce(&mut taken, max_bytes);
+                let bytes = coalesce(
+                    &mut self.cursors,
+                    &mut self.last_seq,
+                    inner,
+                    &mut taken,
+                    max_bytes,
+                );
                 self.scratch = taken;
+                if bytes.is_empty() {
+                    // Each was sent already, from another channel: read on.
+                    continue;
+                }
                 return Poll::Ready(Some(Delivery::Events(bytes)));
             }
             self.scratch = taken;
@@ -276,38 +290,6 @@ impl Subscription {
             }
             return Poll::Pending;
         }
-    }
-
-    /// Joins the taken entries in order, up to `max_bytes`, and moves the cursors past the
-    /// ones sent.
-    fn coalesce(&mut self, taken: &mut Vec<(usize, Arc<Entry>)>, max_bytes: usize) -> Bytes {
-        if self.cursors.len() > 1 {
-            taken.sort_by_key(|(_, entry)| entry.seq);
-        }
-        let mut count = 0;
-        let mut len = 0;
-        for (_, entry) in taken.iter() {
-            if count > 0 && len + entry.bytes.len() > max_bytes {
-                break;
-            }
-            count += 1;
-            len += entry.bytes.len();
-        }
-        let bytes = if count == 1 {
-            taken[0].1.bytes.clone()
-        } else {
-            let mut buf = BytesMut::with_capacity(len);
-            for (_, entry) in &taken[..count] {
-                buf.extend_from_slice(&entry.bytes);
-            }
-            buf.freeze()
-        };
-        for (index, _) in taken.drain(..).take(count) {
-            self.cursors[index].pos += 1;
-        }
-        self.shared.metrics.delivered.increment(count as u64);
-        taken.clear();
-        bytes
     }
 
     /// Ends the stream: after a drain's turn (or a close that ended the drain), with the
@@ -467,6 +449,56 @@ impl Drop for Subscription {
                 plan.emptied.notify_waiters();
             }
         }
+    }
+}
+
+/// Joins the taken entries in order, up to `max_bytes` (at least one), and moves the cursors
+/// past the ones sent, and past those sent already from another channel (an empty result when
+/// that is all there was).
+fn coalesce(
+    cursors: &mut [Cursor],
+    last_seq: &mut u64,
+    shared: &Shared,
+    taken: &mut Vec<(usize, Arc<Entry>)>,
+    max_bytes: usize,
+) -> Bytes {
+    let several = cursors.len() > 1;
+    if several {
+        taken.sort_by_key(|(_, entry)| entry.seq);
+    }
+    let mut buf = BytesMut::new();
+    let mut single = None;
+    let (mut count, mut len, mut used) = (0, 0, 0);
+    for (index, entry) in taken.iter() {
+        if several && entry.seq <= *last_seq {
+            // Sent already, from another of its channels.
+            cursors[*index].pos += 1;
+            used += 1;
+            continue;
+        }
+        if count > 0 && len + entry.bytes.len() > max_bytes {
+            break;
+        }
+        match count {
+            0 => single = Some(entry.bytes.clone()),
+            1 => {
+                buf.extend_from_slice(single.as_ref().map_or(&[][..], |b| &b[..]));
+                buf.extend_from_slice(&entry.bytes);
+            }
+            _ => buf.extend_from_slice(&entry.bytes),
+        }
+        count += 1;
+        len += entry.bytes.len();
+        used += 1;
+        *last_seq = entry.seq;
+        cursors[*index].pos += 1;
+    }
+    taken.drain(..used);
+    shared.metrics.delivered.increment(count as u64);
+    taken.clear();
+    match count {
+        1 => single.unwrap_or_default(),
+        _ => buf.freeze(),
     }
 }
 

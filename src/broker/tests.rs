@@ -94,6 +94,69 @@ fn several_channels_in_sequence_order() {
     );
 }
 
+fn publish_to(broker: &Broker, list: &str, data: &str) -> String {
+    let channels = channels(broker, list);
+    now(broker.publish_to(&channels, Event::default().data(data))).unwrap()
+}
+
+#[test]
+fn an_event_of_several_channels_comes_once_per_stream() {
+    let broker = Broker::builder().id_base(0).history(10).build();
+    let mut both = subscribe(&broker, &channels(&broker, "channel=a,b,c")).unwrap();
+    let mut a = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
+    assert_eq!(publish_to(&broker, "channel=a,b", "1"), "1");
+    publish(&broker, "b", "2");
+    assert_eq!(publish_to(&broker, "channel=c,b,a", "3"), "3");
+    assert_eq!(
+        recv_now(&mut both),
+        "data: 1\nid: 1\n\ndata: 2\nid: 2\n\ndata: 3\nid: 3\n\n"
+    );
+    assert_eq!(recv_now(&mut a), "data: 1\nid: 1\n\ndata: 3\nid: 3\n\n");
+    // Nothing more: the copies in the other rings were passed over.
+    assert!(task::spawn(both.recv()).poll().is_pending());
+    // A resume over the rings sends each once too.
+    let mut resumed = resume(&broker, &channels(&broker, "channel=b,a"), "1").unwrap();
+    assert_eq!(resumed.resume(), Resume::Complete);
+    assert_eq!(
+        recv_now(&mut resumed),
+        "data: 2\nid: 2\n\ndata: 3\nid: 3\n\n"
+    );
+    assert!(task::spawn(resumed.recv()).poll().is_pending());
+}
+
+#[test]
+fn copies_past_the_byte_limit_are_not_sent_again() {
+    let broker = Broker::builder().id_base(0).build();
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a,b")).unwrap();
+    for _ in 0..3 {
+        publish_to(&broker, "channel=a,b", "0123456789");
+    }
+    let mut t = task::spawn(());
+    let mut got = String::new();
+    while let Poll::Ready(Some(Delivery::Events(b))) = t.enter(|cx, _| sub.poll_delivery(cx, 30)) {
+        assert!(!b.is_empty());
+        got.push_str(std::str::from_utf8(&b).unwrap());
+    }
+    let ids: Vec<_> = got.lines().filter(|l| l.starts_with("id:")).collect();
+    assert_eq!(ids, ["id: 1", "id: 2", "id: 3"]);
+}
+
+#[test]
+fn a_publish_to_several_channels_checks_every_name_first() {
+    let broker = Broker::builder().id_base(0).build();
+    let mut sub = subscribe(&broker, &channels(&broker, "channel=a")).unwrap();
+    let bad = broker.channel_rules().clone().max_len(3);
+    let rules = Broker::builder().channel_rules(bad).id_base(0).build();
+    let list = broker.channel_rules().channels(["a", "toolong"]).unwrap();
+    assert!(matches!(
+        now(rules.publish_to(&list, Event::default())),
+        Err(PublishError::Channel(_))
+    ));
+    let list = broker.channel_rules().channels(["a", "b"]).unwrap();
+    assert!(now(broker.publish_to(&list, Event::default().id("\n"))).is_err());
+    assert!(task::spawn(sub.recv()).poll().is_pending());
+}
+
 #[test]
 fn coalescing_stops_at_max_bytes() {
     let broker = Broker::builder().id_base(0).build();

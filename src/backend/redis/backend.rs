@@ -84,20 +84,24 @@ impl RedisBackend {
         Ok((backend, task))
     }
 
-    async fn publish(&self, channel: &str, event: &Event) -> Result<String, BoxError> {
+    async fn publish(&self, channels: &[&str], event: &Event) -> Result<String, BoxError> {
         let head = event.encode_head(0);
         let (flag, id) = match event.get_id() {
             Some(id) => ("g", id),
             None => ("a", ""),
         };
         let mut conn = self.conn.clone();
+        // A repeat is told by the first channel: the same id and event to the same channels.
+        let first = channels.first().copied().unwrap_or_default();
         let mut invocation = self.publish.key(seq_key());
+        invocation.key(clock_key()).key(repeat_key(first, id));
+        for channel in channels {
+            invocation
+                .key(history_key(channel))
+                .key(channel_key(channel))
+                .key(ids_key(channel));
+        }
         invocation
-            .key(history_key(channel))
-            .key(channel_key(channel))
-            .key(ids_key(channel))
-            .key(repeat_key(channel, id))
-            .key(clock_key())
             .arg(&head[..])
             .arg(id)
             .arg(flag)
@@ -108,9 +112,9 @@ impl RedisBackend {
             .arg(millis(CLOCK_STEP));
         let published = connection::publish(invocation.invoke_async(&mut conn)).await;
         let (id, seq, repeat): (String, u64, u8) = published
-            .inspect_err(|err| tracing::warn!(%err, channel, "publish to Redis failed"))?;
+            .inspect_err(|err| tracing::warn!(%err, ?channels, "publish to Redis failed"))?;
         if repeat == 1 {
-            tracing::debug!(channel, id, "a repeat, not published again");
+            tracing::debug!(?channels, id, "a repeat, not published again");
         }
         self.seen.fetch_max(seq, Ordering::Relaxed);
         Ok(id)
@@ -159,6 +163,8 @@ impl RedisBackend {
             })
             .collect();
         messages.sort_by_key(|m| m.seq);
+        // An event published to several of the channels is in each one's history.
+        messages.dedup_by_key(|m| m.seq);
         Ok(Replay {
             after: Some(after),
             complete: complete == 1,
@@ -171,10 +177,10 @@ impl RedisBackend {
 impl Backend for RedisBackend {
     fn publish<'a>(
         &'a self,
-        channel: &'a str,
+        channels: &'a [&'a str],
         event: &'a Event,
     ) -> BoxFuture<'a, Result<String, BoxError>> {
-        Box::pin(RedisBackend::publish(self, channel, event))
+        Box::pin(RedisBackend::publish(self, channels, event))
     }
 
     fn ensure<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), BoxError>> {

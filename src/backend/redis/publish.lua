@@ -1,7 +1,10 @@
--- Publish one event: take the next sequence number, store the event in the channel's history,
--- publish it; all at once, so an event is stored and sent, or neither.
+-- Publish one event to one or more channels: take the next sequence number, store the event in
+-- each channel's history, publish it on each; all at once, so an event is stored and sent
+-- everywhere, or nowhere. One number for all: a subscriber of several of the channels gets
+-- the copies one after the other, and its broker takes them as one event.
 --
--- KEYS: counter, history stream, pub/sub channel, id index (hash), repeat key, clock.
+-- KEYS: counter, clock, repeat key, then for each channel its history stream, its pub/sub
+--       channel and its id index (hash).
 -- ARGV: the encoded event without its `id:` line and final blank line, the publisher's id,
 --       `g` (given) or `a` (assign), history length, the highest sequence number this instance
 --       has seen (see restore.lua), history expiry (ms), repeat window (ms), clock step (ms).
@@ -22,7 +25,7 @@ if given then
   -- The same id and the same bytes on this channel within the window: a retry of a publish
   -- whose answer was lost. Answer as the first time, and publish nothing.
   digest = redis.sha1hex(head)
-  local first = redis.call('GET', KEYS[5])
+  local first = redis.call('GET', KEYS[3])
   if first then
     local seq, was = string.match(first, '^(%d+) (%x+)$')
     if was == digest then return {ARGV[2], tonumber(seq), 1} end
@@ -42,41 +45,45 @@ if n > 0 then
   local ttl, step = tonumber(ARGV[6]), tonumber(ARGV[8])
   local now = redis.call('TIME')
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  -- A new stream (or one that expired): events of this channel up to the floor may have been
-  -- published and are gone, so replay.lua reports a gap for a resume from before it.
-  local floor = nil
-  if redis.call('EXISTS', KEYS[2]) == 0 then floor = floor_at(KEYS[6], ms - ttl, seq - 1) end
-  -- The clock: a sample of the counter at most every `step`, kept for the expiry.
-  local last = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)
-  if #last == 0 or ms - tonumber(string.match(last[1][1], '^(%d+)')) >= step then
-    redis.call('XADD', KEYS[6], 'MINID', string.format('%d', ms - ttl), '*', 's', sid)
-  end
-  redis.call('XADD', KEYS[2], sid .. '-0', 'm', msg, 'i', id)
-  if floor and floor > 0 then
-    redis.call('XSETID', KEYS[2], sid .. '-0', 'MAXDELETEDID', string.format('%d-0', floor))
-  end
-  if given then redis.call('HSET', KEYS[4], id, sid) end
-  -- Trimming with MAXLEN does not move the stream's `max-deleted-entry-id` (Redis 7.0), which
-  -- replay.lua reads to tell a gap: so trim by hand and record the last entry dropped. The
-  -- index forgets the ids of the events dropped, unless a later event took the id.
-  local len = redis.call('XLEN', KEYS[2])
-  if len > n then
-    local dropped = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', len - n)
-    redis.call('XTRIM', KEYS[2], 'MAXLEN', n)
-    redis.call('XSETID', KEYS[2], sid .. '-0', 'MAXDELETEDID', dropped[#dropped][1])
-    for _, e in ipairs(dropped) do
-      local f = e[2]
-      for j = 1, #f, 2 do
-        if f[j] == 'i' and redis.call('HGET', KEYS[4], f[j + 1]) == string.match(e[1], '^(%d+)') then
-          redis.call('HDEL', KEYS[4], f[j + 1])
+  for c = 4, #KEYS, 3 do
+    local history, ids = KEYS[c], KEYS[c + 2]
+    -- A new stream (or one that expired): events of this channel up to the floor may have
+    -- been published and are gone, so replay.lua reports a gap for a resume from before it.
+    local floor = nil
+    if redis.call('EXISTS', history) == 0 then floor = floor_at(KEYS[2], ms - ttl, seq - 1) end
+    redis.call('XADD', history, sid .. '-0', 'm', msg, 'i', id)
+    if floor and floor > 0 then
+      redis.call('XSETID', history, sid .. '-0', 'MAXDELETEDID', string.format('%d-0', floor))
+    end
+    if given then redis.call('HSET', ids, id, sid) end
+    -- Trimming with MAXLEN does not move the stream's `max-deleted-entry-id` (Redis 7.0),
+    -- which replay.lua reads to tell a gap: so trim by hand and record the last entry dropped.
+    -- The index forgets the ids of the events dropped, unless a later event took the id.
+    local len = redis.call('XLEN', history)
+    if len > n then
+      local dropped = redis.call('XRANGE', history, '-', '+', 'COUNT', len - n)
+      redis.call('XTRIM', history, 'MAXLEN', n)
+      redis.call('XSETID', history, sid .. '-0', 'MAXDELETEDID', dropped[#dropped][1])
+      for _, e in ipairs(dropped) do
+        local f = e[2]
+        for j = 1, #f, 2 do
+          if f[j] == 'i' and redis.call('HGET', ids, f[j + 1]) == string.match(e[1], '^(%d+)') then
+            redis.call('HDEL', ids, f[j + 1])
+          end
         end
       end
     end
+    redis.call('PEXPIRE', history, ttl)
+    redis.call('PEXPIRE', ids, ttl)
+  end
+  -- After the floors, which read the samples from before this event.
+  -- The clock: a sample of the counter at most every `step`, kept for the expiry.
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #last == 0 or ms - tonumber(string.match(last[1][1], '^(%d+)')) >= step then
+    redis.call('XADD', KEYS[2], 'MINID', string.format('%d', ms - ttl), '*', 's', sid)
   end
   redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[4], ttl)
-  redis.call('PEXPIRE', KEYS[6], ttl)
 end
-if given then redis.call('SET', KEYS[5], sid .. ' ' .. digest, 'PX', ARGV[7]) end
-redis.call('PUBLISH', KEYS[3], msg)
+if given then redis.call('SET', KEYS[3], sid .. ' ' .. digest, 'PX', ARGV[7]) end
+for c = 5, #KEYS, 3 do redis.call('PUBLISH', KEYS[c], msg) end
 return {id, seq, 0}

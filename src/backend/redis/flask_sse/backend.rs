@@ -12,6 +12,7 @@ use crate::{
         Backend, BoxFuture, Replay,
         redis::{connection, subscriber::Subscriptions},
     },
+    channel::ChannelError,
     error::{BoxError, PublishError},
     event::Event,
 };
@@ -40,7 +41,12 @@ impl FlaskBackend {
 
     /// `PUBLISH channel json`, as flask-sse's `sse.publish()`. Delivered here, as on every
     /// broker, when it comes back through this broker's subscription: once.
-    async fn publish(&self, channel: &str, event: &Event) -> Result<String, BoxError> {
+    async fn publish(&self, channels: &[&str], event: &Event) -> Result<String, BoxError> {
+        // flask-sse's message names no channel: sent on several, each broker would number
+        // it once per channel, and a stream on several would get it more than once.
+        let [channel] = channels else {
+            return Err(Box::new(PublishError::Channel(ChannelError::TooMany(1))));
+        };
         let json = message::write(event)?;
         if json.len() > MAX_MESSAGE {
             return Err(Box::new(PublishError::TooLarge { limit: MAX_MESSAGE }));
@@ -59,10 +65,10 @@ impl FlaskBackend {
 impl Backend for FlaskBackend {
     fn publish<'a>(
         &'a self,
-        channel: &'a str,
+        channels: &'a [&'a str],
         event: &'a Event,
     ) -> BoxFuture<'a, Result<String, BoxError>> {
-        Box::pin(FlaskBackend::publish(self, channel, event))
+        Box::pin(FlaskBackend::publish(self, channels, event))
     }
 
     fn ensure<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), BoxError>> {
