@@ -31,11 +31,17 @@ use std::{
 };
 
 use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::broker::{Delivery, Subscription};
+use crate::{
+    broker::{Delivery, Subscription},
+    error::SubscribeError,
+    random::between,
+    response::plain,
+};
 
 /// When a stream ends: put in a request's extensions, the stream that
 /// [`SseService`](crate::SseService) answers it with ends cleanly then (a token's expiry, say).
@@ -70,6 +76,13 @@ pub struct Deadline(pub Instant);
 
 /// The most bytes of waiting events sent in one frame.
 const MAX_FRAME: usize = 64 * 1024;
+
+/// The whole seconds a client refused with a `503` (too many subscribers, backend down,
+/// closed) is told to wait, drawn per response: 5.5 on average.
+const RETRY_AFTER: (u64, u64) = (1, 10);
+
+/// The keep-alive of [`SseBody::new`], as [`SseService`](crate::SseService)'s default.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pin_project! {
     /// The body of an event-stream response (or of a short error response).
@@ -115,6 +128,104 @@ pin_project! {
 }
 
 impl SseBody {
+    /// The body of a stream of `subscription`, for a handler of your own that subscribes with
+    /// [`Broker::subscribe`](crate::Broker::subscribe) or [`Broker::resume`](crate::Broker::resume)
+    /// itself (what [`SseService`](crate::SseService) does for you): a keep-alive comment
+    /// after 15 s without events, no deadline, no gap event. Send it with
+    /// [`SseBody::into_response`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// use tower_sse::{Broker, SseBody, body::Deadline};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broker = Broker::new();
+    /// let channels = broker.channel_rules().channels(["news"]).unwrap();
+    /// let subscription = broker.subscribe(&channels).await.unwrap();
+    /// let body = SseBody::new(subscription)
+    ///     .keep_alive(Some(Duration::from_secs(30)))
+    ///     .deadline(Deadline(Instant::now() + Duration::from_secs(3600)));
+    /// let res = body.into_response();
+    /// assert_eq!(res.headers()["content-type"], "text/event-stream");
+    /// # }
+    /// ```
+    pub fn new(subscription: Subscription) -> SseBody {
+        SseBody::stream(subscription, Some(KEEP_ALIVE), None, None)
+    }
+
+    /// The time without events after which a keep-alive comment is sent (`None`: never). No
+    /// effect on a body that is not a stream.
+    #[must_use]
+    pub fn keep_alive(mut self, every: Option<Duration>) -> Self {
+        if let Kind::Stream {
+            keep_alive, due, ..
+        } = &mut self.kind
+        {
+            *keep_alive = every;
+            *due = every.map_or_else(far_future, |every| Instant::now() + every);
+        }
+        self
+    }
+
+    /// When the stream ends cleanly (see [`Deadline`]); the earlier one, if it had one. No
+    /// effect on a body that is not a stream.
+    #[must_use]
+    pub fn deadline(mut self, at: Deadline) -> Self {
+        if let Kind::Stream { deadline, .. } = &mut self.kind {
+            *deadline = Some(deadline.map_or(at.0, |had| had.min(at.0)));
+        }
+        self
+    }
+
+    /// The `200 OK` response of an event stream: this body, `Content-Type: text/event-stream`,
+    /// `Cache-Control: no-cache` and `X-Accel-Buffering: no` (so nginx passes events on at
+    /// once). As [`SseService`](crate::SseService) answers.
+    ///
+    /// ```
+    /// let res = tower_sse::SseBody::from("data: x\n\n").into_response();
+    /// assert_eq!(res.status(), 200);
+    /// assert_eq!(res.headers()["cache-control"], "no-cache");
+    /// ```
+    pub fn into_response(self) -> Response<SseBody> {
+        let mut res = Response::new(self);
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        res
+    }
+
+    /// The answer to a subscription that was refused: the error's
+    /// [status](SubscribeError::status) and its reason as plain text, and for a `503` a
+    /// `Retry-After` (the drain's own, else drawn in 1..=10 s for each response, so that
+    /// refused clients don't all come back in the same second). As
+    /// [`SseService`](crate::SseService) answers.
+    ///
+    /// ```
+    /// use tower_sse::{SseBody, SubscribeError};
+    ///
+    /// let res = SseBody::refused(&SubscribeError::Closed);
+    /// assert_eq!(res.status(), 503);
+    /// assert!(res.headers().contains_key("retry-after"));
+    /// ```
+    pub fn refused(err: &SubscribeError) -> Response<SseBody> {
+        let mut res = plain(err.status(), err.to_string());
+        if err.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let secs = match err {
+                SubscribeError::Draining { retry_after } => retry_after.as_secs(),
+                _ => between(RETRY_AFTER.0, RETRY_AFTER.1),
+            };
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+
     pub(crate) fn stream(
         subscription: Subscription,
         keep_alive: Option<Duration>,

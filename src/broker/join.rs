@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::{
-    resume::{Resume, Skip, find_after, parse_seq},
+    resume::{Resume, Skip, Start, find_after, parse_seq},
     shared::Shared,
     subscription::{Cursor, Subscription},
 };
@@ -25,7 +25,7 @@ use crate::{
 pub(super) fn join(
     shared: &Arc<Shared>,
     channels: &Channels,
-    last_event_id: Option<&str>,
+    start: Start<'_>,
 ) -> Result<Subscription, SubscribeError> {
     let inner = &**shared;
     if inner.closed.load(Ordering::Acquire) {
@@ -76,17 +76,23 @@ pub(super) fn join(
         }
         subscription.cursors.push(Cursor { ring, pos, slot });
     }
-    if let Some(id) = last_event_id {
-        resume_here(inner, &mut subscription, id);
+    if start != Start::Live {
+        resume_here(inner, &mut subscription, start);
     }
     Ok(subscription)
 }
 
-/// Moves the cursors of `subscription` back to where a resume from `id` starts in the rings.
-fn resume_here(inner: &Shared, subscription: &mut Subscription, id: &str) {
+/// Moves the cursors of `subscription` back to where a resume from `start` starts in the
+/// rings: after an id, or after the first order number of this broker (the earliest kept).
+fn resume_here(inner: &Shared, subscription: &mut Subscription, start: Start<'_>) {
     let rings = subscription.cursors.iter().map(|c| &*c.ring);
     let watermark = inner.watermark.load(Ordering::Acquire);
-    subscription.resume = match find_after(rings, id, inner.base, watermark) {
+    let found = match start {
+        Start::Live => return,
+        Start::After(id) => find_after(rings, id, inner.base, watermark),
+        Start::Earliest => Some(inner.base),
+    };
+    subscription.resume = match found {
         None => Resume::Unknown,
         Some(after) => {
             // At most the history, newest first; this only ever moves a cursor back
@@ -101,7 +107,7 @@ fn resume_here(inner: &Shared, subscription: &mut Subscription, id: &str) {
             Resume::from_complete(complete)
         }
     };
-    tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+    tracing::debug!(?start, resume = ?subscription.resume, "resume");
 }
 
 /// Subscribes through the backend: registered here first, then subscribed in the backend,
@@ -112,36 +118,40 @@ pub(super) async fn join_remote(
     shared: &Arc<Shared>,
     backend: &dyn Backend,
     channels: &Channels,
-    last_event_id: Option<&str>,
+    start: Start<'_>,
 ) -> Result<Subscription, SubscribeError> {
-    let mut subscription = join(shared, channels, None)?;
+    let mut subscription = join(shared, channels, Start::Live)?;
     backend
         .ensure(channels.names())
         .await
         .map_err(SubscribeError::Backend)?;
-    match last_event_id {
-        None => {}
-        Some(id) if !backend.keeps_history() => resume_here(shared, &mut subscription, id),
-        Some(id) => {
-            // Read before the replay: a data loss noticed from now on may have happened
-            // before the replay was read, so don't skip what follows it (a duplicate at
-            // worst, never a lost event).
-            let after = lock(&shared.sequencer).last;
-            let replay = backend
-                .replay(channels.names(), id, parse_seq(id))
-                .await
-                .map_err(SubscribeError::Backend)?;
-            subscription.resume = match replay.after {
-                None => Resume::Unknown,
-                Some(_) => Resume::from_complete(replay.complete),
-            };
-            tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
-            subscription.skip = Some(Skip {
-                until: replay.snapshot,
-                after,
-            });
-            subscription.replay = replay.events.into();
+    let (id, seq) = match start {
+        Start::Live => return Ok(subscription),
+        _ if !backend.keeps_history() => {
+            resume_here(shared, &mut subscription, start);
+            return Ok(subscription);
         }
-    }
+        // The backend's numbers start at 1: after 0 is all it keeps.
+        Start::Earliest => ("0", Some(0)),
+        Start::After(id) => (id, parse_seq(id)),
+    };
+    // Read before the replay: a data loss noticed from now on may have happened
+    // before the replay was read, so don't skip what follows it (a duplicate at
+    // worst, never a lost event).
+    let after = lock(&shared.sequencer).last;
+    let replay = backend
+        .replay(channels.names(), id, seq)
+        .await
+        .map_err(SubscribeError::Backend)?;
+    subscription.resume = match replay.after {
+        None => Resume::Unknown,
+        Some(_) => Resume::from_complete(replay.complete),
+    };
+    tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
+    subscription.skip = Some(Skip {
+        until: replay.snapshot,
+        after,
+    });
+    subscription.replay = replay.events.into();
     Ok(subscription)
 }

@@ -92,6 +92,7 @@
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 pub use self::drain::DRAIN_GRACE;
+use self::resume::Start;
 pub(crate) use self::subscription::Delivery;
 pub use self::{
     builder::{BrokerBuilder, LagPolicy},
@@ -343,7 +344,7 @@ impl Broker {
     /// # }
     /// ```
     pub async fn subscribe(&self, channels: &Channels) -> Result<Subscription, SubscribeError> {
-        self.subscribe_after(channels, None).await
+        self.subscribe_after(channels, Start::Live).await
     }
 
     /// Subscribes to `channels`, first replaying the kept events newer than `last_event_id`
@@ -390,17 +391,51 @@ impl Broker {
         channels: &Channels,
         last_event_id: &str,
     ) -> Result<Subscription, SubscribeError> {
-        self.subscribe_after(channels, Some(last_event_id)).await
+        self.subscribe_after(channels, Start::After(last_event_id))
+            .await
+    }
+
+    /// Subscribes to `channels`, first replaying every event kept (at most the
+    /// [history](BrokerBuilder::history) per channel), then live events: what a client asks
+    /// for that has seen nothing yet and wants what it missed (Mercure's
+    /// `Last-Event-ID: earliest`). [`Subscription::resume`] is [`Resume::Complete`] when no
+    /// event of these channels was dropped, else [`Resume::Gap`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Broker::subscribe`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tower_sse::{broker::Resume, Broker, Event};
+    ///
+    /// let broker = Broker::builder().history(2).id_base(0).build();
+    /// for data in ["a", "b", "c"] {
+    ///     broker.publish("sse", Event::default().data(data)).await.unwrap();
+    /// }
+    /// let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// let mut subscription = broker.resume_earliest(&channels).await.unwrap();
+    /// // `a` was dropped: the history keeps 2.
+    /// assert_eq!(subscription.resume(), Resume::Gap);
+    /// assert_eq!(subscription.recv().await.unwrap(), "data: b\nid: 2\n\ndata: c\nid: 3\n\n");
+    /// # }
+    /// ```
+    pub async fn resume_earliest(
+        &self,
+        channels: &Channels,
+    ) -> Result<Subscription, SubscribeError> {
+        self.subscribe_after(channels, Start::Earliest).await
     }
 
     async fn subscribe_after(
         &self,
         channels: &Channels,
-        last_event_id: Option<&str>,
+        start: Start<'_>,
     ) -> Result<Subscription, SubscribeError> {
         let subscribed = match &self.inner.backend {
-            None => join(&self.inner, channels, last_event_id),
-            Some(backend) => join_remote(&self.inner, &**backend, channels, last_event_id).await,
+            None => join(&self.inner, channels, start),
+            Some(backend) => join_remote(&self.inner, &**backend, channels, start).await,
         };
         logged(channels, subscribed)
     }
@@ -416,7 +451,8 @@ impl Broker {
         if self.inner.backend.is_some() {
             return None;
         }
-        Some(logged(channels, join(&self.inner, channels, last_event_id)))
+        let start = Start::from_id(last_event_id);
+        Some(logged(channels, join(&self.inner, channels, start)))
     }
 
     /// Ends every stream, once it has delivered the events already published, and refuses

@@ -44,6 +44,21 @@ impl Resume {
     }
 }
 
+/// Where a subscription starts: with the next event, after a `Last-Event-ID`, or with the
+/// earliest event kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start<'a> {
+    Live,
+    After(&'a str),
+    Earliest,
+}
+
+impl<'a> Start<'a> {
+    pub(crate) fn from_id(last_event_id: Option<&'a str>) -> Start<'a> {
+        last_event_id.map_or(Start::Live, Start::After)
+    }
+}
+
 /// A sequence number written as the broker writes them: decimal digits, no sign, no leading
 /// zero. Other spellings are other ids.
 pub(crate) fn parse_seq(id: &str) -> Option<u64> {

@@ -39,7 +39,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 
 mod future;
 
@@ -51,14 +51,9 @@ use crate::{
     channel::{ChannelRules, Channels, form_decode, query_pairs},
     error::SubscribeError,
     event::Event,
-    random::between,
     rate_limited::RateLimited,
     response::plain,
 };
-
-/// The whole seconds a client refused with a `503` (too many subscribers, backend down,
-/// closed) is told to wait, drawn per response: 5.5 on average, as the fixed 5 this was.
-const RETRY_AFTER: (u64, u64) = (1, 10);
 
 /// Refused subscriptions are logged at most once a second, with how many were refused since:
 /// a storm of refusals (a limit reached, the backend down) must not flood the log. Each is
@@ -248,12 +243,7 @@ impl SseService {
                 if let Some(suppressed) = REFUSALS.due() {
                     tracing::warn!(%err, suppressed, "subscribe refused");
                 }
-                let mut res = plain(err.status(), err.to_string());
-                if err.status() == StatusCode::SERVICE_UNAVAILABLE {
-                    res.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after(&err)));
-                }
-                return res;
+                return SseBody::refused(&err);
             }
         };
         tracing::debug!(channels = ?channels.iter().collect::<Vec<_>>(), ?last_event_id, "subscribe");
@@ -262,16 +252,7 @@ impl SseService {
             (Resume::Unknown, Some(event)) => Some(event.clone().data("unknown").encode(None)),
             _ => None,
         };
-        let body = SseBody::stream(subscription, stream.keep_alive, first, stream.deadline);
-        let mut res = Response::new(body);
-        let headers = res.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-        res
+        SseBody::stream(subscription, stream.keep_alive, first, stream.deadline).into_response()
     }
 }
 
@@ -280,14 +261,6 @@ impl SseService {
 struct StreamSettings {
     keep_alive: Option<Duration>,
     deadline: Option<Deadline>,
-}
-
-/// The `Retry-After` seconds for a `503`, drawn for this response.
-fn retry_after(err: &SubscribeError) -> u64 {
-    match err {
-        SubscribeError::Draining { retry_after } => retry_after.as_secs(),
-        _ => between(RETRY_AFTER.0, RETRY_AFTER.1),
-    }
 }
 
 /// The `Last-Event-ID` header, or else the `lastEventId` query parameter (for clients that
