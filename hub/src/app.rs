@@ -13,6 +13,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use super::{
     auth::authorize,
     health::{healthz, readyz},
+    jwt::Rights,
     prometheus::scrape,
     publish::publish,
     state::Hub,
@@ -50,28 +51,59 @@ use tower_sse::{AccessLayer, Broker, SseService};
 /// # }
 /// ```
 pub fn app(broker: Broker, token: Option<String>, keep_alive: Option<Duration>) -> Router {
-    let hub = Hub::new(broker, token);
+    let hub = Hub::new(broker, token, None);
+    traced(routes(&hub, keep_alive).merge(metrics_routes(&hub)))
+}
+
+/// [`app`] guarded by JWT rights instead of a token (see [`Rights`]): publishing needs a
+/// publisher token if `rights` has a publisher key, and `private.*` channels a subscriber
+/// token if it has a subscriber key; `/metrics` needs a publisher token with a `*` publish
+/// selector.
+///
+/// ```
+/// use tower_sse::{Broker, access::jwt::Verifier};
+/// use tower_sse_hub::{Rights, app_with_rights};
+///
+/// let rights = Rights::default()
+///     .publisher(Verifier::hmac("publisher secret"))
+///     .subscriber(Verifier::hmac("subscriber secret"));
+/// let app = app_with_rights(Broker::new(), rights, None);
+/// ```
+pub fn app_with_rights(broker: Broker, rights: Rights, keep_alive: Option<Duration>) -> Router {
+    let hub = Hub::new(broker, None, Some(rights));
     traced(routes(&hub, keep_alive).merge(metrics_routes(&hub)))
 }
 
 /// Everything but `/metrics`, untraced.
 pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
-    let guard = hub.token.clone();
-    let access = AccessLayer::new(move |parts: &Parts, channel: &str| {
-        let verdict = match &guard {
-            Some(token) if channel.starts_with("private.") => {
-                authorize(token, &parts.headers, parts.uri.query())
-            }
-            _ => Ok(()),
-        };
-        std::future::ready(verdict)
-    })
-    .channel_rules(hub.broker.channel_rules().clone());
+    let rules = hub.broker.channel_rules().clone();
     // The stream is the service itself: no handler or body wrapper around it, as each would
     // cost every open stream memory (the broker logs subscribe and unsubscribe).
     let sse = SseService::new(hub.broker.clone()).keep_alive(keep_alive);
+    // A subscriber key: a JWT for `private.*` channels, and the stream ends at its `exp`.
+    let events = match hub
+        .rights
+        .as_ref()
+        .and_then(|rights| rights.subscribe_policy())
+    {
+        Some(policy) => get_service(sse).route_layer(AccessLayer::new(policy).channel_rules(rules)),
+        None => {
+            let guard = hub.token.clone();
+            let access = AccessLayer::new(move |parts: &Parts, channel: &str| {
+                let verdict = match &guard {
+                    Some(token) if channel.starts_with("private.") => {
+                        authorize(token, &parts.headers, parts.uri.query())
+                    }
+                    _ => Ok(()),
+                };
+                std::future::ready(verdict)
+            })
+            .channel_rules(rules);
+            get_service(sse).route_layer(access)
+        }
+    };
     Router::new()
-        .route("/events", get_service(sse).route_layer(access))
+        .route("/events", events)
         // The handler reads the body itself, up to `MAX_BODY`.
         .route("/publish", post(publish))
         .route("/healthz", get(healthz))

@@ -8,9 +8,9 @@ use clap::{
 };
 use http::HeaderValue;
 
-use super::cors::origin;
+use super::{cors::origin, jwt::algorithm};
 
-use tower_sse::{Broker, ChannelRules};
+use tower_sse::{Broker, ChannelRules, access::jwt::Algorithm};
 
 /// The hub's flags, as `tower-sse-hub --help` lists them. Each can also be set through the
 /// environment variable named in its `env` (for containers): `SSE_HUB_` and the flag's name in
@@ -39,7 +39,7 @@ use tower_sse::{Broker, ChannelRules};
     long_about = None
 )]
 pub struct Args {
-    /// Address to listen on. Not a loopback address: needs --token or
+    /// Address to listen on. Not a loopback address: needs --token, a publisher JWT key or
     /// --allow-anonymous-publish.
     #[arg(
         long,
@@ -70,7 +70,8 @@ pub struct Args {
         conflicts_with = "redis_url"
     )]
     pub flask_sse_redis: Option<String>,
-    /// Bearer token needed to publish and to subscribe to `private.*` channels.
+    /// Bearer token needed to publish and to subscribe to `private.*` channels. Not with a
+    /// JWT key (--jwt-key...).
     #[arg(
         long,
         env = "SSE_HUB_TOKEN",
@@ -79,6 +80,62 @@ pub struct Args {
         value_parser = NonEmptyStringValueParser::new()
     )]
     pub token: Option<String>,
+    // JWT rights (hub/src/jwt.rs).
+    /// Key of the JWTs publishers and subscribers present: for HS256, HS384 and HS512 the
+    /// secret, for the others the public key's PEM text. Else $MERCURE_PUBLISHER_JWT_KEY and
+    /// $MERCURE_SUBSCRIBER_JWT_KEY. Publishing then needs a token whose mercure.publish
+    /// selectors match the channel, and private.* channels one whose mercure.subscribe do.
+    /// Not with --token.
+    #[arg(
+        long,
+        env = "SSE_HUB_JWT_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        value_parser = NonEmptyStringValueParser::new(),
+        conflicts_with = "token"
+    )]
+    pub jwt_key: Option<String>,
+    /// Key of publishers' JWTs, instead of --jwt-key's.
+    #[arg(
+        long,
+        env = "SSE_HUB_PUBLISHER_JWT_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        value_parser = NonEmptyStringValueParser::new(),
+        conflicts_with = "token"
+    )]
+    pub publisher_jwt_key: Option<String>,
+    /// Key of subscribers' JWTs, instead of --jwt-key's.
+    #[arg(
+        long,
+        env = "SSE_HUB_SUBSCRIBER_JWT_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        value_parser = NonEmptyStringValueParser::new(),
+        conflicts_with = "token"
+    )]
+    pub subscriber_jwt_key: Option<String>,
+    /// Algorithm of the JWTs: HS256, HS384, HS512, RS256, RS384, RS512, ES256, ES384 or EdDSA
+    /// (`none` never). Else $MERCURE_PUBLISHER_JWT_ALG and $MERCURE_SUBSCRIBER_JWT_ALG, else
+    /// HS256.
+    #[arg(long, env = "SSE_HUB_JWT_ALG", value_name = "ALG", value_parser = algorithm)]
+    pub jwt_alg: Option<Algorithm>,
+    /// Algorithm of publishers' JWTs, instead of --jwt-alg's.
+    #[arg(
+        long,
+        env = "SSE_HUB_PUBLISHER_JWT_ALG",
+        value_name = "ALG",
+        value_parser = algorithm
+    )]
+    pub publisher_jwt_alg: Option<Algorithm>,
+    /// Algorithm of subscribers' JWTs, instead of --jwt-alg's.
+    #[arg(
+        long,
+        env = "SSE_HUB_SUBSCRIBER_JWT_ALG",
+        value_name = "ALG",
+        value_parser = algorithm
+    )]
+    pub subscriber_jwt_alg: Option<Algorithm>,
     /// Lets anyone publish when the hub listens on an address other than loopback, without
     /// --token.
     #[arg(

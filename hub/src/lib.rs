@@ -17,7 +17,7 @@
 //!
 //! Protected by default, like Redis's protected mode: bound beyond loopback (`--bind
 //! 0.0.0.0:8080`) with no `--token`, the hub refuses to start unless `--allow-anonymous-publish`
-//! says that anyone may publish. `--cors-origin ORIGIN` (repeatable) lets pages on that
+//! says that anyone may publish (a publisher JWT key counts as a token). `--cors-origin ORIGIN` (repeatable) lets pages on that
 //! origin subscribe and publish with credentials (see [`cors`]). Every flag can also be set
 //! from the environment, as `SSE_HUB_` and its name (see [`Args`]).
 //!
@@ -27,6 +27,14 @@
 //!
 //! The token goes in `Authorization: Bearer SECRET`, or in the `access_token` query parameter
 //! for `EventSource`, which can't set headers ([RFC 6750 §2.3]).
+//!
+//! JWT rights instead of `--token` (see [`rights`] and [`Rights`]): with `--jwt-key KEY` (or a
+//! key per role, `--publisher-jwt-key`, `--subscriber-jwt-key`, or Mercure's
+//! `MERCURE_PUBLISHER_JWT_KEY` and `MERCURE_SUBSCRIBER_JWT_KEY`), a publish needs a token whose
+//! `mercure.publish` selectors match its channel, and a `private.*` channel one whose
+//! `mercure.subscribe` selectors match it ([`tower_sse::access::jwt`]): `401` without a valid
+//! token, `403` when no selector matches. A publish authorized by the `mercureAuthorization`
+//! cookie must come from an origin of `--cors-origin`. Never with `--token` (exit code 2).
 //!
 //! ```text
 //! tower-sse-hub --token s3cret
@@ -53,6 +61,7 @@ mod auth;
 mod connections;
 mod cors;
 mod health;
+mod jwt;
 mod linger;
 mod prometheus;
 mod protect;
@@ -66,10 +75,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 pub use self::{
-    app::app,
+    app::{app, app_with_rights},
     args::{Args, broker, redis_url},
     cors::cors,
     health::ready,
+    jwt::{MercureEnv, Rights, RightsError, rights},
     prometheus::metrics,
     publish::MAX_BODY,
     serve::{BACKLOG, EXIT_GRACE, listen, run, shutdown, shutdown_signal},
@@ -81,7 +91,8 @@ pub use self::{
 
 /// The `tower-sse-hub` binary: parses the flags (see [`Args`]), logs to stdout through
 /// `tracing` (`RUST_LOG`, default `info`), and [`run`]s the hub on a multi-threaded runtime.
-/// An error that stops it goes to stderr, and the exit code is 1.
+/// An error that stops it goes to stderr, and the exit code is 1 (2 for JWT flags that can't
+/// be used, [`RightsError`], as for the command line's own errors).
 ///
 /// ```no_run
 /// fn main() -> std::process::ExitCode {
@@ -102,7 +113,13 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tower-sse-hub: {err}");
-            ExitCode::FAILURE
+            // Flags that can't go together or can't be read: a usage error, as the command
+            // line's own.
+            if err.downcast_ref::<RightsError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -37,10 +37,17 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
-/// With a token, the scrape needs it too: metric labels name channels.
+/// With a token, the scrape needs it too: metric labels name channels. With a publisher JWT
+/// key instead, a publisher token that may publish to every channel (`*`).
 pub(super) async fn scrape(State(hub): State<Hub>, req: Request) -> Response {
     if let Some(token) = &hub.token {
         if let Err(denied) = authorize(token, req.headers(), req.uri().query()) {
+            return denied.into_response();
+        }
+    }
+    if let Some(rights) = &hub.rights {
+        let (parts, _) = req.into_parts();
+        if let Err(denied) = rights.may_scrape(&parts) {
             return denied.into_response();
         }
     }

@@ -18,7 +18,8 @@ impl fmt::Display for Unprotected {
             f,
             "refusing to start: --bind {} is not a loopback address and publishing needs no \
              token, so anyone who can reach it could publish; add --token SECRET \
-             (SSE_HUB_TOKEN) to require a bearer token, or --allow-anonymous-publish \
+             (SSE_HUB_TOKEN) to require a bearer token, --publisher-jwt-key KEY (or \
+             --jwt-key, MERCURE_PUBLISHER_JWT_KEY) to require a JWT, or --allow-anonymous-publish \
              (SSE_HUB_ALLOW_ANONYMOUS_PUBLISH=true) to let anyone publish",
             self.bind
         )
@@ -27,13 +28,19 @@ impl fmt::Display for Unprotected {
 
 impl std::error::Error for Unprotected {}
 
-/// `Ok` when every address `--bind` resolves to is loopback, or publishing needs the token,
-/// or `--allow-anonymous-publish` says anonymous publishing is meant.
-pub(super) fn check(args: &Args, addrs: &[SocketAddr]) -> Result<(), Unprotected> {
+/// `Ok` when every address `--bind` resolves to is loopback, or publishing needs the token
+/// or a JWT (`publisher_key`: a publisher key is set, by a flag or Mercure's variable), or
+/// `--allow-anonymous-publish` says anonymous publishing is meant.
+pub(super) fn check(
+    args: &Args,
+    publisher_key: bool,
+    addrs: &[SocketAddr],
+) -> Result<(), Unprotected> {
     let beyond_loopback = addrs
         .iter()
         .any(|addr| !addr.ip().to_canonical().is_loopback());
-    if beyond_loopback && args.token.is_none() && !args.allow_anonymous_publish {
+    let protected = args.token.is_some() || publisher_key;
+    if beyond_loopback && !protected && !args.allow_anonymous_publish {
         return Err(Unprotected {
             bind: args.bind.clone(),
         });
@@ -49,7 +56,9 @@ mod tests {
 
     fn check_on(flags: &[&str], addr: &str) -> Result<(), Unprotected> {
         let args = Args::parse_from([&["tower-sse-hub", "--bind", addr][..], flags].concat());
-        check(&args, &[addr.parse().unwrap()])
+        let rights = crate::rights(&args, &crate::MercureEnv::default()).unwrap();
+        let publisher_key = rights.is_some_and(|rights| rights.has_publisher());
+        check(&args, publisher_key, &[addr.parse().unwrap()])
     }
 
     #[test]
@@ -61,6 +70,10 @@ mod tests {
             let refused = check_on(&[], addr).unwrap_err().to_string();
             assert!(refused.contains("--token") && refused.contains("--allow-anonymous-publish"));
             assert!(check_on(&["--token", "t"], addr).is_ok(), "{addr}");
+            assert!(check_on(&["--jwt-key", "k"], addr).is_ok(), "{addr}");
+            assert!(check_on(&["--publisher-jwt-key", "k"], addr).is_ok());
+            // Subscribers' rights don't guard publishing.
+            assert!(check_on(&["--subscriber-jwt-key", "k"], addr).is_err());
             assert!(
                 check_on(&["--allow-anonymous-publish"], addr).is_ok(),
                 "{addr}"

@@ -49,9 +49,24 @@ async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
     if let Some(token) = &hub.token {
         authorize(token, req.headers(), req.uri().query()).map_err(Denied::into_response)?;
     }
-    let params = PublishParams::parse(req.uri().query().unwrap_or("")).map_err(bad_request)?;
+    let (parts, body) = req.into_parts();
+    // The token first (401), then the query (400), then the token's rights on its channel
+    // (403): an unauthenticated client learns nothing of what a token may do.
+    let publisher = match &hub.rights {
+        Some(rights) => rights
+            .publisher_token(&parts)
+            .map_err(Denied::into_response)?,
+        None => None,
+    };
+    let params = PublishParams::parse(parts.uri.query().unwrap_or("")).map_err(bad_request)?;
+    let channel = params.channel.as_deref().unwrap_or("sse");
+    if let (Some(rights), Some(publisher)) = (&hub.rights, &publisher) {
+        rights
+            .may_publish(publisher, &parts, channel)
+            .map_err(Denied::into_response)?;
+    }
     // Reading the body after the checks: a refused request costs no buffering.
-    let body = read_body(req.into_body()).await?;
+    let body = read_body(body).await?;
     let data = String::from_utf8(body.into()).map_err(|_| bad_request("body is not UTF-8"))?;
     let mut event = Event::default().data(data);
     if let Some(kind) = params.event {
@@ -63,7 +78,6 @@ async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
     if let Some(retry) = params.retry {
         event = event.retry(retry);
     }
-    let channel = params.channel.as_deref().unwrap_or("sse");
     hub.broker
         .publish(channel, event)
         .await
@@ -89,7 +103,8 @@ impl PublishParams {
                 "event" => &mut params.event,
                 "id" => &mut params.id,
                 "retry" => &mut retry,
-                "access_token" => continue,
+                // The tokens: --token's, and a JWT's (read by `Token::from_request`).
+                "access_token" | "authorization" => continue,
                 _ => return Err("unknown parameter (expected channel, event, id, retry)".into()),
             };
             if slot
@@ -135,7 +150,9 @@ mod tests {
 
     #[test]
     fn params_decoded_once_each() {
-        let params = PublishParams::parse("%63hannel=a%2Eb&event=x+y&retry=3000&access_token=t");
+        let params = PublishParams::parse(
+            "%63hannel=a%2Eb&event=x+y&retry=3000&access_token=t&authorization=j",
+        );
         let expected = PublishParams {
             channel: Some("a.b".into()),
             event: Some("x y".into()),

@@ -17,7 +17,9 @@ use super::{
     Args, Server,
     app::{metrics_routes, routes, traced},
     args::redis_url,
-    broker, cors, metrics, protect,
+    broker, cors,
+    jwt::{MercureEnv, Rights, rights},
+    metrics, protect,
     state::Hub,
     tls_config,
 };
@@ -138,7 +140,9 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 ///
 /// # Errors
 ///
-/// `--bind` is beyond loopback with neither `--token` nor `--allow-anonymous-publish`, the
+/// A JWT key or algorithm can't be used, or comes with `--token` ([`RightsError`](super::RightsError)),
+/// `--bind` is beyond loopback with neither `--token`, a publisher JWT key nor
+/// `--allow-anonymous-publish`, the
 /// certificate or key can't be loaded (see [`tls_config`]), the broker can't be built (see
 /// [`broker`]), an address can't be bound, or serving fails.
 ///
@@ -153,7 +157,10 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// ```
 pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     let addrs: Vec<SocketAddr> = lookup_host(&args.bind).await?.collect();
-    protect::check(&args, &addrs)?;
+    // Mercure's variables are read here, and only here.
+    let rights = rights(&args, &MercureEnv::from_env())?;
+    let publisher_key = rights.as_ref().is_some_and(Rights::has_publisher);
+    protect::check(&args, publisher_key, &addrs)?;
     // The environment as the crate reads it, also without the `redis` feature, so that a URL
     // there is refused, not ignored; not with `--flask-sse-redis`, which says which Redis and
     // how, where a Flask app's `REDIS_URL` (flask-sse's name) is expected (see `redis_url`).
@@ -181,12 +188,14 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
         redis = args.redis_url.is_some(),
         flask_sse = args.flask_sse_redis.is_some(),
         token = args.token.is_some(),
+        jwt_publisher = publisher_key,
+        jwt_subscriber = rights.as_ref().is_some_and(Rights::has_subscriber),
         cors_origins = args.cors_origin.len(),
         tls = args.tls_cert.is_some(),
         "hub listening"
     );
     let keep_alive = (args.keep_alive > 0).then(|| Duration::from_secs(args.keep_alive));
-    let hub = Hub::new(broker.clone(), args.token);
+    let hub = Hub::new(broker.clone(), args.token, rights);
     let mut main = routes(&hub, keep_alive);
     if metrics_listener.is_none() {
         main = main.merge(metrics_routes(&hub));

@@ -96,12 +96,12 @@ impl HubProcess {
         if !bind_given {
             command.args(["--bind", "127.0.0.1:0"]);
         }
-        // The defaults as shipped: its default log level, and no Redis nor flags from the
-        // environment (the hub reads these).
+        // The defaults as shipped: its default log level, and no Redis nor flags nor
+        // Mercure's JWT keys from the environment (the hub reads these).
         for (name, _) in std::env::vars_os() {
             if name
                 .to_str()
-                .is_some_and(|name| name.starts_with("SSE_HUB_"))
+                .is_some_and(|name| name.starts_with("SSE_HUB_") || name.starts_with("MERCURE_"))
             {
                 command.env_remove(name);
             }
