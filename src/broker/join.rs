@@ -76,8 +76,17 @@ pub(super) fn join(
         }
         subscription.cursors.push(Cursor { ring, pos, slot });
     }
-    if start != Start::Live {
-        resume_here(inner, &mut subscription, start);
+    match start {
+        Start::Live => {
+            // The newest event before the slots were taken, of all the channels.
+            subscription.preceding = subscription
+                .cursors
+                .iter()
+                .filter_map(|cursor| cursor.ring.before(cursor.pos))
+                .max_by_key(|(seq, _)| *seq)
+                .map(|(_, id)| id);
+        }
+        _ => resume_here(inner, &mut subscription, start),
     }
     Ok(subscription)
 }
@@ -106,6 +115,10 @@ fn resume_here(inner: &Shared, subscription: &mut Subscription, start: Start<'_>
             }
             Resume::from_complete(complete)
         }
+    };
+    subscription.preceding = match (start, subscription.resume) {
+        (Start::After(id), Resume::Complete) => Some(id.into()),
+        _ => None,
     };
     tracing::debug!(?start, resume = ?subscription.resume, "resume");
 }
@@ -146,6 +159,10 @@ pub(super) async fn join_remote(
     subscription.resume = match replay.after {
         None => Resume::Unknown,
         Some(_) => Resume::from_complete(replay.complete),
+    };
+    subscription.preceding = match (start, subscription.resume) {
+        (Start::After(id), Resume::Complete) => Some(id.into()),
+        _ => None,
     };
     tracing::debug!(last_event_id = id, resume = ?subscription.resume, "resume");
     subscription.skip = Some(Skip {

@@ -241,6 +241,19 @@ impl Ring {
         Some(entry.seq)
     }
 
+    /// The order number and id of the entry just before position `pos`, if the ring still
+    /// keeps it.
+    pub(crate) fn before(&self, pos: u64) -> Option<(u64, Box<str>)> {
+        let state = lock(&self.state);
+        let index = pos.checked_sub(state.head)?.checked_sub(1)?;
+        let entry = state.entries.get(usize::try_from(index).ok()?)?;
+        let id = match &entry.id {
+            Some(id) => id.clone(),
+            None => entry.origin.to_string().into(),
+        };
+        Some((entry.seq, id))
+    }
+
     /// Where a resume after order number `after` starts: the position of the first kept
     /// entry after it, but no more than `history` entries before the end; and whether that
     /// replays every event after `after` (nothing dropped by the ring, nor cut by `history`).

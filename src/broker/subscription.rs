@@ -71,6 +71,8 @@ pub struct Subscription {
     /// started, so an idle stream costs one word until then.
     turn: Option<Box<Drawn>>,
     done: bool,
+    /// The id of the event before the first this stream sends, when known.
+    pub(super) preceding: Option<Box<str>>,
     /// The order number of the last event sent from the rings: an event published to several
     /// of this stream's channels is in each of their rings with one number, and is sent once.
     last_seq: u64,
@@ -133,6 +135,7 @@ impl Subscription {
             resume: Resume::Live,
             turn: None,
             done: false,
+            preceding: None,
             last_seq: 0,
         }
     }
@@ -150,6 +153,33 @@ impl Subscription {
     /// ```
     pub fn resume(&self) -> Resume {
         self.resume
+    }
+
+    /// The id of the event just before the first one this stream sends, when it is known:
+    /// for a subscription with no `Last-Event-ID`, the newest event of its channels still in
+    /// memory here (on Redis, only for a channel this instance already had subscribers of);
+    /// for a [complete](Resume::Complete) resume, the id it resumed after. `None` otherwise
+    /// (nothing kept, [`Resume::Gap`], [`Resume::Unknown`], [`Broker::resume_earliest`](crate::Broker::resume_earliest)).
+    /// A client compares it with the id it asked for to tell a loss (Mercure sends it as the
+    /// `Last-Event-ID` response header).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use tower_sse::{Broker, Event};
+    /// let broker = Broker::builder().history(10).id_base(0).build();
+    /// let channels = broker.channel_rules().parse_query(None).unwrap();
+    /// assert_eq!(broker.subscribe(&channels).await.unwrap().last_event_id(), None);
+    /// broker.publish("sse", Event::default().id("a")).await.unwrap();
+    /// broker.publish("sse", Event::default()).await.unwrap();
+    /// let live = broker.subscribe(&channels).await.unwrap();
+    /// assert_eq!(live.last_event_id(), Some("2"));
+    /// let resumed = broker.resume(&channels, "a").await.unwrap();
+    /// assert_eq!(resumed.last_event_id(), Some("a"));
+    /// # }
+    /// ```
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.preceding.as_deref()
     }
 
     /// Waits for the next events and returns them encoded, as a stream would send them; `None`

@@ -52,11 +52,9 @@ mod token;
 use std::{
     future::{Ready, ready},
     sync::Arc,
-    time::SystemTime,
 };
 
 use http::request::Parts;
-use tokio::time::Instant;
 
 pub use self::{
     selector::{Selector, SelectorError, Selectors},
@@ -65,6 +63,7 @@ pub use self::{
     },
 };
 use super::{AccessPolicy, Denied, Grant};
+use crate::body::Deadline;
 
 /// The cookie Mercure reads a token from.
 pub const DEFAULT_COOKIE: &str = "mercureAuthorization";
@@ -212,26 +211,15 @@ impl<P> JwtPolicy<P> {
                 "no subscribe selector matches the channel",
             ));
         }
-        let deadline = claims.expires().and_then(to_instant);
+        let deadline = claims.deadline();
         let mut grant = Grant::default().extension(Verified {
             claims,
             source: token.source,
         });
-        if let Some(deadline) = deadline {
+        if let Some(Deadline(deadline)) = deadline {
             grant = grant.until(deadline);
         }
         Ok(grant)
-    }
-}
-
-/// A wall-clock time as a tokio `Instant`; `None` if too far ahead to represent (no deadline
-/// then). A time already passed is now.
-fn to_instant(at: SystemTime) -> Option<Instant> {
-    // The wall clock first: reading it before the monotonic one errs late, never early.
-    let (wall, now) = (SystemTime::now(), Instant::now());
-    match at.duration_since(wall) {
-        Ok(ahead) => now.checked_add(ahead),
-        Err(_) => Some(now),
     }
 }
 

@@ -169,7 +169,7 @@ fn the_grant_lasts_until_exp_and_carries_the_claims() {
     let exp = now() + 100;
     let token = hs256(&json!({"mercure": {"subscribe": ["a"]}, "exp": exp}));
     let policy = JwtPolicy::new(Verifier::hmac(SECRET));
-    let before = Instant::now();
+    let before = tokio::time::Instant::now();
     let grant = check(&policy, &token, "a").unwrap();
     let deadline = grant.deadline().unwrap();
     let ahead = deadline - before;

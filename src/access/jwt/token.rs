@@ -11,8 +11,12 @@ use std::{
 use http::{header, request::Parts};
 use jsonwebtoken::{DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
+use tokio::time::Instant;
 
-use crate::channel::{form_decode, query_pairs};
+use crate::{
+    body::Deadline,
+    channel::{form_decode, query_pairs},
+};
 
 /// A signature algorithm: the ones Mercure takes. `none` is not one of them, and a token that
 /// names it is always refused.
@@ -233,6 +237,27 @@ impl Claims {
     /// ```
     pub fn expires(&self) -> Option<SystemTime> {
         SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(self.exp?))
+    }
+
+    /// `exp` as the [`Deadline`] of a stream: on tokio's clock, never before `exp` (a time
+    /// already passed is now); `None` without `exp`, or one too far ahead to represent.
+    ///
+    /// ```
+    /// # use tower_sse::access::jwt::Claims;
+    /// let claims: Claims = serde_json::from_str(r#"{"exp": 60}"#).unwrap();
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+    /// // Long past: the deadline is now.
+    /// assert!(claims.deadline().unwrap().0 <= tokio::time::Instant::now());
+    /// # });
+    /// ```
+    pub fn deadline(&self) -> Option<Deadline> {
+        let at = self.expires()?;
+        // The wall clock first: reading it before the monotonic one errs late, never early.
+        let (wall, now) = (SystemTime::now(), Instant::now());
+        match at.duration_since(wall) {
+            Ok(ahead) => now.checked_add(ahead).map(Deadline),
+            Err(_) => Some(Deadline(now)),
+        }
     }
 }
 
