@@ -14,6 +14,7 @@ use super::{
     auth::authorize,
     health::{healthz, readyz},
     jwt::Rights,
+    mercure,
     prometheus::scrape,
     publish::publish,
     state::Hub,
@@ -109,6 +110,7 @@ pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(hub.clone())
+        .merge(mercure::routes(hub, keep_alive))
 }
 
 /// `GET /metrics` alone, untraced: on the main listener, or on `--metrics-bind`.

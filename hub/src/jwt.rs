@@ -273,6 +273,23 @@ impl Rights {
         Ok(())
     }
 
+    /// A subscriber token's claims, checked: `Ok(None)` without a subscriber key or without a
+    /// token (anonymous); `401` for an invalid one, never taken as anonymous.
+    pub(super) fn subscriber_claims(&self, parts: &Parts) -> Result<Option<Claims>, Denied> {
+        let Some(verifier) = &self.subscriber else {
+            return Ok(None);
+        };
+        let Some(token) = Token::from_request(parts, DEFAULT_COOKIE)
+            .map_err(|err| Denied::unauthorized(err.to_string()))?
+        else {
+            return Ok(None);
+        };
+        verifier
+            .verify(&token.value)
+            .map(Some)
+            .map_err(|err| Denied::unauthorized(err.to_string()))
+    }
+
     /// `/metrics`: a publisher token that may publish everywhere (a `*` selector), since
     /// metrics are about every channel. `Ok` without a publisher key.
     pub(super) fn may_scrape(&self, parts: &Parts) -> Result<(), Denied> {

@@ -63,6 +63,7 @@ mod cors;
 mod health;
 mod jwt;
 mod linger;
+mod mercure;
 mod prometheus;
 mod protect;
 mod publish;

@@ -6,13 +6,13 @@ use axum::{
     Json,
     body::{Body, Bytes},
     extract::{Request, State},
-    http::StatusCode,
+    http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
 };
 use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::{auth::authorize, state::Hub};
+use super::{auth::authorize, jwt::Publisher, state::Hub};
 use tower_sse::{
     Event,
     access::Denied,
@@ -45,26 +45,39 @@ pub(super) async fn publish(State(hub): State<Hub>, req: Request) -> Response {
     }
 }
 
-async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
+/// The publisher's credentials, as `--token` or the JWT rights ask: `401` without valid ones.
+/// `Ok(None)` when no JWT is needed (no key; the token, if any, was checked).
+pub(super) fn publisher(hub: &Hub, parts: &Parts) -> Result<Option<Publisher>, Denied> {
     if let Some(token) = &hub.token {
-        authorize(token, req.headers(), req.uri().query()).map_err(Denied::into_response)?;
+        authorize(token, &parts.headers, parts.uri.query())?;
     }
+    match &hub.rights {
+        Some(rights) => rights.publisher_token(parts),
+        None => Ok(None),
+    }
+}
+
+/// `403` unless the publisher's token (if one is needed) may publish to `channel`.
+pub(super) fn may_publish(
+    hub: &Hub,
+    publisher: Option<&Publisher>,
+    parts: &Parts,
+    channel: &str,
+) -> Result<(), Denied> {
+    match (&hub.rights, publisher) {
+        (Some(rights), Some(publisher)) => rights.may_publish(publisher, parts, channel),
+        _ => Ok(()),
+    }
+}
+
+async fn try_publish(hub: &Hub, req: Request) -> Result<String, Response> {
     let (parts, body) = req.into_parts();
     // The token first (401), then the query (400), then the token's rights on its channel
     // (403): an unauthenticated client learns nothing of what a token may do.
-    let publisher = match &hub.rights {
-        Some(rights) => rights
-            .publisher_token(&parts)
-            .map_err(Denied::into_response)?,
-        None => None,
-    };
+    let publisher = publisher(hub, &parts).map_err(Denied::into_response)?;
     let params = PublishParams::parse(parts.uri.query().unwrap_or("")).map_err(bad_request)?;
     let channel = params.channel.as_deref().unwrap_or("sse");
-    if let (Some(rights), Some(publisher)) = (&hub.rights, &publisher) {
-        rights
-            .may_publish(publisher, &parts, channel)
-            .map_err(Denied::into_response)?;
-    }
+    may_publish(hub, publisher.as_ref(), &parts, channel).map_err(Denied::into_response)?;
     // Reading the body after the checks: a refused request costs no buffering.
     let body = read_body(body).await?;
     let data = String::from_utf8(body.into()).map_err(|_| bad_request("body is not UTF-8"))?;
@@ -126,7 +139,7 @@ impl PublishParams {
 }
 
 /// The body, up to [`MAX_BODY`] bytes; past it, a `413`.
-async fn read_body(body: Body) -> Result<Bytes, Response> {
+pub(super) async fn read_body(body: Body) -> Result<Bytes, Response> {
     let too_large = || (StatusCode::PAYLOAD_TOO_LARGE, "body is over 1 MiB").into_response();
     // Content-Length: refused before anything is read.
     if body.size_hint().lower() > MAX_BODY as u64 {
@@ -140,7 +153,7 @@ async fn read_body(body: Body) -> Result<Bytes, Response> {
     }
 }
 
-fn bad_request(reason: impl Into<String>) -> Response {
+pub(super) fn bad_request(reason: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, reason.into()).into_response()
 }
 
