@@ -47,9 +47,15 @@ pub(super) struct Mercure {
 
 /// `GET` and `POST /.well-known/mercure`.
 pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
+    let registry = Registry::new(hub.broker.clone());
+    // Listening from the start, so that other hubs' routes are known before the first
+    // publish here; else on the first Mercure request.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        registry.start();
+    }
     let mercure = Mercure {
         hub: hub.clone(),
-        registry: Registry::new(hub.broker.clone()),
+        registry,
         keep_alive,
     };
     Router::new()

@@ -5,7 +5,8 @@
 //! a control channel of the broker, and every hub on that broker (one process, or every
 //! instance on one Redis) listens to it and learns the route, so that its publishes reach
 //! that route's channel; each hub announces its routes again every [`REFRESH`], and a route
-//! no hub announced for [`EXPIRY`] is forgotten. So a publish costs one match per distinct
+//! no hub announced for [`EXPIRY`] is forgotten. A hub that starts listening asks the others
+//! for theirs (an empty announcement), so it knows them before its first publish. So a publish costs one match per distinct
 //! route (per distinct selector of the subscribers, not per subscriber), and nothing is
 //! stored per subscriber but its count.
 //!
@@ -150,18 +151,31 @@ impl Registry {
         }
     }
 
-    /// Takes an announcement's data.
-    fn announced(&self, data: &str) {
+    /// Takes an announcement's data; `true` when it is a new hub's request for every hub's
+    /// routes (an empty list).
+    fn announced(&self, data: &str) -> bool {
         let Ok(list) = serde_json::from_str::<Vec<Vec<String>>>(data) else {
             tracing::debug!("not an announcement of routes");
-            return;
+            return false;
         };
+        if list.is_empty() {
+            return true;
+        }
         for selectors in list {
             if let Some(route) =
                 RouteKey::from_selectors(&selectors).and_then(|k| Route::new(k).ok())
             {
                 self.know(route);
             }
+        }
+        false
+    }
+
+    /// Announces every route with subscribers here.
+    async fn announce_all(&self) {
+        let keys: Vec<RouteKey> = self.local.iter().map(|e| e.key().clone()).collect();
+        if !keys.is_empty() {
+            self.announce(&keys).await;
         }
     }
 
@@ -211,14 +225,22 @@ async fn listen(registry: std::sync::Weak<Registry>, broker: Broker) {
                 continue;
             }
         };
+        // Listening now: ask the other hubs for their routes.
+        if let Err(err) = broker.publish(CONTROL, Event::default().data("[]")).await {
+            tracing::debug!(%err, "Mercure routes: could not ask for the routes");
+        }
         while let Some(next) = subscription.next().await {
             let Some(registry) = registry.upgrade() else {
                 return;
             };
             // A lag lost announcements: the next refresh brings them again.
             if let Ok(bytes) = next {
+                let mut asked = false;
                 for data in event_data(&bytes) {
-                    registry.announced(&data);
+                    asked |= registry.announced(&data);
+                }
+                if asked {
+                    registry.announce_all().await;
                 }
             }
         }
@@ -237,8 +259,7 @@ async fn refresh(registry: std::sync::Weak<Registry>) {
         if registry.broker.is_closed() {
             return;
         }
-        let keys: Vec<RouteKey> = registry.local.iter().map(|e| e.key().clone()).collect();
-        registry.announce(&keys).await;
+        registry.announce_all().await;
         registry.expire();
     }
 }
