@@ -36,6 +36,8 @@ pub fn cors(origins: &[HeaderValue]) -> CorsLayer {
             header::CONTENT_TYPE,
             HeaderName::from_static("last-event-id"),
         ])
+        // Mercure's response header, read by clients that resume with `fetch`.
+        .expose_headers([HeaderName::from_static("last-event-id")])
         .max_age(Duration::from_secs(600))
 }
 

@@ -9,6 +9,9 @@
 //!   most [`MAX_BODY`], else `413`): answers `{"id": "..."}`. With `--token`, publishing
 //!   always needs the token. Bad input is a `4xx` with a `text/plain` reason and publishes
 //!   nothing.
+//! - `GET` and `POST /.well-known/mercure`: the [Mercure] protocol (draft-07): streams by topic
+//!   selector, updates as forms, private updates by the subscriber's JWT claims, resume with
+//!   `Last-Event-ID` (see the README's "Use it as a Mercure hub").
 //! - `GET /healthz`: `ok` (liveness). `GET /readyz`: `ready`, or `503` while the hub drains or
 //!   its backend is unreachable (see [`ready`]).
 //! - `GET /metrics`: Prometheus text format (see [`tower_sse::metrics`]); with `--token`, it needs
@@ -54,6 +57,7 @@
 //! [`shutdown`] and [`shutdown_signal`] the stop.
 //!
 //! [RFC 6750 §2.3]: https://www.rfc-editor.org/rfc/rfc6750#section-2.3
+//! [Mercure]: https://mercure.rocks/spec
 
 mod app;
 mod args;
