@@ -5,6 +5,8 @@
 //! the topics it is configured with) and POSTs the form (`topic`, `data`, `private=on`, `id`,
 //! `type`, `retry`) with `Authorization: Bearer`; subscribers read the streams as `EventSource`
 //! would, on an exact topic and on a URI template, with a subscriber token for private updates.
+//! A real subscriber too: pymercure's `Consumer` from PyPI (`tests/mercure/subscribe.py`), on a
+//! topic and a template that both match, gets each update once.
 //!
 //! Needs the venv of `bash .ci/mercure` (`TOWER_SSE_MERCURE_PYTHON`, default
 //! `~/.cache/tower-sse/mercure-venv/bin/python`); without it, each test says so on stderr and
@@ -22,6 +24,10 @@ use std::{
 use hub_process::HubProcess;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, Lines},
+    process::{Child, ChildStdout},
+};
 use tower_sse_test_support::{events::Events, guard, skip_or_fail};
 
 const REQUIRE: &str = "TOWER_SSE_REQUIRE_MERCURE";
@@ -37,7 +43,7 @@ struct Client {
 
 impl Client {
     /// The venv's python, or `None` (after saying so, for `test`) when it can't import
-    /// mercure-publisher and `TOWER_SSE_REQUIRE_MERCURE` is not `1`.
+    /// mercure-publisher and pymercure and `TOWER_SSE_REQUIRE_MERCURE` is not `1`.
     fn find(test: &str) -> Option<Client> {
         let python = std::env::var_os("TOWER_SSE_MERCURE_PYTHON")
             .filter(|python| !python.is_empty())
@@ -47,20 +53,64 @@ impl Client {
                 Path::new(&home).join(".cache/tower-sse/mercure-venv/bin/python")
             });
         let imports = std::process::Command::new(&python)
-            .args(["-c", "import mercure_publisher"])
+            .args(["-c", "import mercure_publisher, pymercure.consumer"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
         if !imports.is_ok_and(|status| status.success()) {
             let missing = format!(
-                "mercure-publisher in {} ($TOWER_SSE_MERCURE_PYTHON)",
+                "mercure-publisher and pymercure in {} ($TOWER_SSE_MERCURE_PYTHON)",
                 python.display()
             );
             skip_or_fail(test, &missing, "bash .ci/mercure", REQUIRE);
             return None;
         }
         Some(Client { python })
+    }
+
+    /// The venv's python in `tests/mercure`, writing no `__pycache__` into the source tree.
+    fn command(&self) -> tokio::process::Command {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mercure");
+        let mut command = tokio::process::Command::new(&self.python);
+        command
+            .current_dir(&dir)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1")
+            // httpx and requests would take a proxy from these; the hub is on loopback.
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// pymercure's `Consumer` on `topics`, which exits after `count` updates; it has
+    /// subscribed once this returns (the hub has answered it).
+    async fn consume(&self, hub: &HubProcess, topics: &[&str], count: usize) -> Consumer {
+        let mut child = self
+            .command()
+            .arg("subscribe.py")
+            .arg(hub.url("/.well-known/mercure"))
+            .arg(count.to_string())
+            .args(topics)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start subscribe.py");
+        let stdout = child.stdout.take().unwrap();
+        let mut consumer = Consumer {
+            lines: tokio::io::BufReader::new(stdout).lines(),
+            child,
+        };
+        assert_eq!(
+            consumer.next().await,
+            Some(json!({"ready": true})),
+            "subscribe.py subscribed"
+        );
+        consumer
     }
 
     /// Publishes `updates` in order with one `MercurePublisher` configured with the hub's URL,
@@ -78,19 +128,8 @@ impl Client {
             "key": key,
             "publish_topics": publish_topics,
         });
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mercure");
-        let mut command = tokio::process::Command::new(&self.python);
+        let mut command = self.command();
         command
-            .current_dir(&dir)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1")
-            // httpx would take a proxy from these; the hub is on loopback.
-            .env_remove("HTTP_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("ALL_PROXY")
-            .env_remove("all_proxy")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
             .arg("publish.py")
             .arg(config.to_string())
             .args(updates.iter().map(Value::to_string));
@@ -109,6 +148,31 @@ impl Client {
             .collect();
         assert_eq!(answers.len(), updates.len(), "one answer per update");
         answers
+    }
+}
+
+/// pymercure's `Consumer` in `subscribe.py`, killed on drop.
+struct Consumer {
+    lines: Lines<tokio::io::BufReader<ChildStdout>>,
+    child: Child,
+}
+
+impl Consumer {
+    /// The next line it printed, as JSON; `None` once it has exited.
+    async fn next(&mut self) -> Option<Value> {
+        let line = guard("a line from subscribe.py", self.lines.next_line()).await;
+        let line = line.expect("read subscribe.py's output")?;
+        Some(serde_json::from_str(&line).expect("a JSON line"))
+    }
+
+    /// Waits for it to exit, as it does after its count of updates; checks it succeeded.
+    async fn exited(mut self) {
+        assert_eq!(self.next().await, None, "nothing more from subscribe.py");
+        let status = guard("subscribe.py exits", self.child.wait()).await;
+        assert!(
+            status.expect("wait for subscribe.py").success(),
+            "subscribe.py failed"
+        );
     }
 }
 
@@ -280,4 +344,32 @@ async fn mercure_publisher_refused() {
     let answers = client.publish(&hub, KEY, &[BOOK], &update).await;
     let taken = id(&answers[0]);
     expect_update(&mut events, "subscriber", "taken", taken, "message", None).await;
+}
+
+/// pymercure's `Consumer`, a real Mercure subscriber, on a topic and a URI template that both
+/// match the updates mercure-publisher publishes: its callback gets each once, with its data,
+/// id and type, and nothing from another topic.
+#[tokio::test]
+async fn pymercure_consumer_gets_the_updates() {
+    let Some(client) = Client::find("pymercure_consumer_gets_the_updates") else {
+        return;
+    };
+    let hub = HubProcess::start(&["--jwt-key", KEY]).await;
+    let mut consumer = client.consume(&hub, &[BOOK, BOOKS], 3).await;
+    let updates = [
+        json!({"topic": BOOK, "data": "first", "id": "book-1-v1", "type": "book.updated"}),
+        json!({"topic": AUTHOR, "data": "not for the consumer"}),
+        json!({"topic": "https://example.com/books/2", "data": "second"}),
+        json!({"topic": BOOK, "data": "line one\nline two"}),
+    ];
+    let answers = client.publish(&hub, KEY, &["*"], &updates).await;
+    let expected = [
+        json!({"data": "first", "id": "book-1-v1", "type": "book.updated"}),
+        json!({"data": "second", "id": id(&answers[2]), "type": "message"}),
+        json!({"data": "line one\nline two", "id": id(&answers[3]), "type": "message"}),
+    ];
+    for update in expected {
+        assert_eq!(consumer.next().await, Some(update), "pymercure's Consumer");
+    }
+    consumer.exited().await;
 }
