@@ -4,7 +4,8 @@
 //! (The hub is measured as built: build it first, with the same profile.)
 //!
 //! With `--http2` (and `--quick`), another run: the hub alone over HTTP/1.1 and over HTTP/2,
-//! RSS per idle stream and fan-out deliveries/s ([`http2`]).
+//! RSS per idle stream and fan-out deliveries/s ([`http2`]). With `--mercure`, the hub's
+//! Mercure endpoint against its own API ([`mercure`]).
 //!
 //! A side-by-side load run of the tower-sse hub as shipped (the `tower-sse-hub` binary with its
 //! default flags: history 1,000, keep-alive 15 s, metrics and request logs on) against an
@@ -49,6 +50,7 @@ mod proc;
 mod baseline;
 mod histogram;
 mod http2;
+mod mercure;
 mod phases;
 mod publisher;
 mod subscribers;
@@ -76,6 +78,10 @@ struct Args {
     /// The hub over HTTP/1.1 and HTTP/2 instead: RSS per idle stream, fan-out deliveries/s.
     #[arg(long)]
     http2: bool,
+    /// The hub's Mercure endpoint against its own API instead: fan-out by kind of topic
+    /// selector, and publish latency with many distinct selectors open.
+    #[arg(long, conflicts_with = "http2")]
+    mercure: bool,
     /// Runs per server; the table shows medians (default 3, or 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
     runs: Option<u32>,
@@ -118,6 +124,16 @@ async fn run(args: Args) -> Result<(), BoxError> {
         proc::raise_open_files(5_000 + 2_100 + 100)?;
         eprintln!("hub: {}", child::hub_binary()?.display());
         return http2::run(plan).await;
+    }
+    if args.mercure {
+        let plan = if args.quick {
+            mercure::Plan::QUICK
+        } else {
+            mercure::Plan::FULL
+        };
+        proc::raise_open_files(plan.streams() as u64 + 200)?;
+        eprintln!("hub: {}", child::hub_binary()?.display());
+        return mercure::run(plan).await;
     }
     let plan = if args.quick { Plan::QUICK } else { Plan::FULL };
     let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }) as usize;

@@ -1,4 +1,4 @@
-//! The events, and publishing them with `POST /publish?channel=..`.
+//! The events, and publishing them with `POST /publish?channel=..` (or as Mercure updates).
 
 use std::{
     net::SocketAddr,
@@ -39,10 +39,13 @@ fn digits(bytes: Option<&[u8]>) -> Option<u64> {
     })
 }
 
-/// Publishes to one channel over keep-alive connections.
+/// Publishes to one channel over keep-alive connections: with `POST /publish`, or as a
+/// Mercure update (`POST /.well-known/mercure`, a form) to one topic.
 pub struct Publisher {
     client: reqwest::Client,
     url: String,
+    /// The Mercure topic, for a Mercure publisher.
+    topic: Option<String>,
 }
 
 impl Publisher {
@@ -53,20 +56,35 @@ impl Publisher {
                 .pool_max_idle_per_host(PUBLISHERS)
                 .build()?,
             url: format!("http://{addr}/publish?channel={channel}"),
+            topic: None,
         })
     }
 
-    /// Publishes event `seq`; an answer other than `200` with an `"id"` is an error.
+    /// A Mercure publisher of updates to `topic` (on a hub that needs no token).
+    pub fn mercure(addr: SocketAddr, topic: &str) -> Result<Publisher, BoxError> {
+        Ok(Publisher {
+            url: format!("http://{addr}/.well-known/mercure"),
+            topic: Some(topic.to_owned()),
+            ..Publisher::new(addr, "")?
+        })
+    }
+
+    /// Publishes event `seq`; an answer other than `200` with an id (`"id"`, or Mercure's
+    /// `urn:uuid:`) is an error.
     pub async fn publish(&self, seq: u64) -> Result<(), BoxError> {
-        let res = self
-            .client
-            .post(&self.url)
-            .body(payload(seq))
-            .send()
-            .await?;
+        let req = self.client.post(&self.url);
+        let req = match &self.topic {
+            None => req.body(payload(seq)),
+            Some(topic) => req.form(&[("topic", topic.as_str()), ("data", &payload(seq))]),
+        };
+        let res = req.send().await?;
         let status = res.status();
         let body = res.bytes().await?;
-        if !status.is_success() || memchr::memmem::find(&body, b"\"id\"").is_none() {
+        let id: &[u8] = match self.topic {
+            None => b"\"id\"",
+            Some(_) => b"urn:uuid:",
+        };
+        if !status.is_success() || memchr::memmem::find(&body, id).is_none() {
             let body = String::from_utf8_lossy(&body);
             return Err(format!("publish answered {status}: {body}").into());
         }

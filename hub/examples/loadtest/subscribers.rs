@@ -145,8 +145,19 @@ impl Subscribers {
         n: usize,
         events: u64,
     ) -> Result<Subscribers, BoxError> {
+        let path = format!("/events?channel={channel}");
+        Subscribers::connect_to(addr, &path, n, events).await
+    }
+
+    /// As [`Subscribers::connect`], to `path` (with its query): another endpoint's streams.
+    pub async fn connect_to(
+        addr: SocketAddr,
+        path: &str,
+        n: usize,
+        events: u64,
+    ) -> Result<Subscribers, BoxError> {
         let request: Arc<str> = format!(
-            "GET /events?channel={channel} HTTP/1.1\r\nHost: {addr}\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\
              Accept: text/event-stream\r\n\r\n"
         )
         .into();
