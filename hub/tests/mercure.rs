@@ -150,6 +150,28 @@ async fn selectors_and_alternate_topics() {
     }
 }
 
+/// More distinct selectors matching one update than a stream may name channels (32 by
+/// default): each still gets it; the limit is on what one request names, not on routes.
+#[tokio::test]
+async fn more_matching_selectors_than_channels_per_stream() {
+    let hub = HubProcess::start(&["--jwt-key", KEY]).await;
+    let mut streams = Vec::new();
+    for i in 0..40 {
+        let selector = format!("https://example.com/{{kind{i}}}/1");
+        streams.push(open(&hub, &[&selector]).await);
+    }
+    let id = publish(&hub, &[("topic", BOOK), ("data", "for all")]).await;
+    for stream in &mut streams {
+        assert_eq!(stream.expect().await.id, id);
+    }
+    // A request naming more topics than that is refused, with the reason.
+    let topics: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    let mut form: Vec<(&str, &str)> = topics.iter().map(|t| ("topic", t.as_str())).collect();
+    form.push(("data", "x"));
+    let (status, reason) = answer(post(&hub, &form)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
+}
+
 /// Private updates reach only subscribers whose `mercure.subscribe` claim matches one of their
 /// topics; an invalid or expired token is a 401, never anonymous.
 #[tokio::test]
@@ -189,6 +211,24 @@ async fn private_updates_go_by_the_claims() {
         let (status, _) = answer(get(&hub, &[topic], "").bearer_auth(&token)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{token}");
     }
+}
+
+/// A stream ends at its subscriber token's `exp`, cleanly (the end of the body, so that an
+/// `EventSource` reconnects with a fresh token), and never before it.
+#[tokio::test]
+async fn a_stream_ends_at_its_token_exp() {
+    let hub = HubProcess::start(&["--jwt-key", KEY]).await;
+    let exp = now() + 2;
+    let token = jwt(&json!({"mercure": {"subscribe": ["*"]}, "exp": exp}));
+    let mut stream = Events::open(get(&hub, &[BOOK], "").bearer_auth(&token)).await;
+    let id = publish(&hub, &[("topic", BOOK), ("data", "before exp")]).await;
+    assert_eq!(stream.expect().await.id, id);
+    assert!(stream.next().await.is_none(), "the stream ends");
+    let ended = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    assert!(
+        ended.as_secs_f64() >= exp as f64,
+        "ended at {ended:?}, before exp {exp}"
+    );
 }
 
 /// The form's errors and the publisher's rights: each refused, with a reason, publishing

@@ -345,7 +345,8 @@ impl Subscription {
     }
 
     /// A cursor fell behind its ring: counts what every cursor missed (all of them, so the
-    /// count is exact on several channels) and applies the [`LagPolicy`].
+    /// count covers every channel; an event of several counts for each) and applies the
+    /// [`LagPolicy`].
     fn lagged(&mut self) -> Delivery {
         let inner = &*self.shared;
         let skip = inner.config.lag_policy == LagPolicy::Skip;
@@ -377,7 +378,8 @@ impl Subscription {
 ///
 /// A subscriber that falls more than the [buffer](crate::BrokerBuilder::buffer) behind reads
 /// [`RecvError::Lagged(n)`](RecvError::Lagged), `n` the number of events of its channels that
-/// were dropped before it read them (summed over its channels). Then, with
+/// were dropped before it read them (summed over its channels: an event
+/// [published to several](crate::Broker::publish_to) of them counts once for each). Then, with
 /// [`LagPolicy::Skip`], it reads on from the oldest events still kept; with
 /// [`LagPolicy::Disconnect`] (the default), the stream ends.
 ///

@@ -156,14 +156,20 @@ async fn try_publish(mercure: &Mercure, req: Request) -> Result<String, Response
             true => Arc::from(private(topic)),
         })
         .collect();
+    // The topics as channels: valid names, and no more of them than a stream may name.
+    let rules = hub.broker.channel_rules();
+    rules
+        .channels(names.iter().map(|n| &**n))
+        .map_err(|err| bad_request(format!("{err} (the topics)")))?;
+    // The routes they match, as many as there are (at most `MAX_ROUTES`).
     mercure
         .registry
         .channels(&update.topics, update.private, &mut names);
-    let channels = hub
-        .broker
-        .channel_rules()
+    let channels = rules
+        .clone()
+        .max_channels(names.len())
         .channels(names.iter().map(|n| &**n))
-        .map_err(|err| bad_request(format!("{err} (the topics and the routes they match)")))?;
+        .map_err(|err| bad_request(err.to_string()))?;
     hub.broker
         .publish_to(&channels, update.event())
         .await
