@@ -8,7 +8,7 @@
 //! A real subscriber too: pymercure's `Consumer` from PyPI (`tests/mercure/subscribe.py`), on a
 //! topic and a template that both match, gets each update once.
 //!
-//! Needs the venv of `bash .ci/mercure` (`TOWER_SSE_MERCURE_PYTHON`, default
+//! Needs the venv of `bash .ci/python mercure` (`TOWER_SSE_MERCURE_PYTHON`, default
 //! `~/.cache/tower-sse/mercure-venv/bin/python`); without it, each test says so on stderr and
 //! passes, unless `TOWER_SSE_REQUIRE_MERCURE=1`.
 
@@ -36,7 +36,7 @@ const BOOK: &str = "https://example.com/books/1";
 const BOOKS: &str = "https://example.com/books/{id}";
 const AUTHOR: &str = "https://example.com/authors/1";
 
-/// The python of the venv `.ci/mercure` makes, with `tests/mercure/requirements.txt`.
+/// The python of the venv `.ci/python mercure` makes, with `tests/mercure/requirements.txt`.
 struct Client {
     python: PathBuf,
 }
@@ -63,7 +63,7 @@ impl Client {
                 "mercure-publisher and pymercure in {} ($TOWER_SSE_MERCURE_PYTHON)",
                 python.display()
             );
-            skip_or_fail(test, &missing, "bash .ci/mercure", REQUIRE);
+            skip_or_fail(test, &missing, "bash .ci/python mercure", REQUIRE);
             return None;
         }
         Some(Client { python })
