@@ -127,15 +127,18 @@ impl PublishParams {
                 return Err("parameter given twice".into());
             }
         }
-        if let Some(ms) = retry {
-            if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("retry is not a number of milliseconds".into());
-            }
-            let ms = ms.parse().map_err(|_| "retry is too large".to_owned())?;
-            params.retry = Some(Duration::from_millis(ms));
-        }
+        params.retry = retry.as_deref().map(parse_retry).transpose()?;
         Ok(params)
     }
+}
+
+/// A `retry` parameter: milliseconds, decimal digits only.
+pub(super) fn parse_retry(ms: &str) -> Result<Duration, String> {
+    if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("retry is not a number of milliseconds".into());
+    }
+    let ms = ms.parse().map_err(|_| "retry is too large".to_owned())?;
+    Ok(Duration::from_millis(ms))
 }
 
 /// The body, up to [`MAX_BODY`] bytes; past it, a `413`.

@@ -32,23 +32,20 @@
 use tower_sse_test_support::chromium;
 #[path = "support/hub_process.rs"]
 mod hub_process;
+#[path = "support/tokens.rs"]
+mod tokens;
 use tower_sse_test_support as support;
 
-use std::{
-    future::IntoFuture,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::future::IntoFuture;
 
 use axum::{Router, response::Html, routing::get};
 use chromium::{Chromedriver, browser_tools, open_browser};
 use fantoccini::Client as Browser;
 use hub_process::HubProcess;
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use support::guard;
+use tokens::{KEY, hs256, now};
 use tokio::net::TcpListener;
-
-const KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
 
 const BOOKS: &str = "https://example.com/books/{id}";
 const BOOK_1: &str = "https://example.com/books/1";
@@ -64,17 +61,7 @@ const CHAT: &str = "https://example.com/chat";
 
 /// An HS256 token, signed with [`KEY`], with the `mercure` claim `mercure` for an hour.
 fn token(mercure: Value) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"mercure": mercure, "exp": now + 3600});
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(KEY.as_bytes()),
-    )
-    .unwrap()
+    hs256(KEY, &json!({"mercure": mercure, "exp": now() + 3600}))
 }
 
 /// Opens one `EventSource` per `[name, topics]` to `{hub}/.well-known/mercure?topic=...`

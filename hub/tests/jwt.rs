@@ -6,37 +6,20 @@ use tower_sse_test_support as support;
 
 #[path = "support/hub_process.rs"]
 mod hub_process;
-
-use std::time::{SystemTime, UNIX_EPOCH};
+#[path = "support/tokens.rs"]
+mod tokens;
 
 use hub_process::{Exited, HubProcess, field};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use support::{send, text};
+use tokens::{KEY, hs256, now};
 
-const KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
 const SUBSCRIBER_KEY: &str = "another secret, for subscribers";
 
 /// `{"alg":"none"}.{"mercure":{"publish":["*"]}}.`: no signature at all.
 const ALG_NONE: &str = "eyJhbGciOiJub25lIn0.eyJtZXJjdXJlIjp7InB1Ymxpc2giOlsiKiJdfX0.";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// An HS256 token for `claims`, signed with `key`.
-fn hs256(key: &str, claims: &Value) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(key.as_bytes()),
-    )
-    .unwrap()
-}
 
 /// Claims that may publish to `selectors` for an hour.
 fn publish(selectors: &[&str]) -> Value {

@@ -7,34 +7,23 @@ use tower_sse_test_support as support;
 
 #[path = "support/hub_process.rs"]
 mod hub_process;
+#[path = "support/tokens.rs"]
+mod tokens;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hub_process::HubProcess;
-use jsonwebtoken::{EncodingKey, Header, encode};
 use reqwest::{RequestBuilder, StatusCode, header};
 use serde_json::{Value, json};
 use support::{events::Events, send, text};
+use tokens::{KEY, hs256, now};
 
-const KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
 const PATH: &str = "/.well-known/mercure";
 const BOOK: &str = "https://example.com/books/1";
 const BOOKS: &str = "https://example.com/books/{id}";
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn jwt(claims: &Value) -> String {
-    encode(
-        &Header::default(),
-        claims,
-        &EncodingKey::from_secret(KEY.as_bytes()),
-    )
-    .unwrap()
+    hs256(KEY, claims)
 }
 
 fn publisher() -> String {

@@ -14,24 +14,25 @@
 
 #[path = "support/hub_process.rs"]
 mod hub_process;
+#[path = "support/tokens.rs"]
+mod tokens;
 
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use hub_process::HubProcess;
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use tokens::{KEY, hs256, now};
 use tokio::{
     io::{AsyncBufReadExt, Lines},
     process::{Child, ChildStdout},
 };
-use tower_sse_test_support::{events::Events, guard, skip_or_fail};
+use tower_sse_test_support::{events::Events, guard, venv::Venv};
 
 const REQUIRE: &str = "TOWER_SSE_REQUIRE_MERCURE";
-const KEY: &str = "!ChangeThisMercureHubJWTSecretKey!";
 const BOOK: &str = "https://example.com/books/1";
 const BOOKS: &str = "https://example.com/books/{id}";
 const AUTHOR: &str = "https://example.com/authors/1";
@@ -45,27 +46,15 @@ impl Client {
     /// The venv's python, or `None` (after saying so, for `test`) when it can't import
     /// mercure-publisher and pymercure and `TOWER_SSE_REQUIRE_MERCURE` is not `1`.
     fn find(test: &str) -> Option<Client> {
-        let python = std::env::var_os("TOWER_SSE_MERCURE_PYTHON")
-            .filter(|python| !python.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").unwrap_or_default();
-                Path::new(&home).join(".cache/tower-sse/mercure-venv/bin/python")
-            });
-        let imports = std::process::Command::new(&python)
-            .args(["-c", "import mercure_publisher, pymercure.consumer"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !imports.is_ok_and(|status| status.success()) {
-            let missing = format!(
-                "mercure-publisher and pymercure in {} ($TOWER_SSE_MERCURE_PYTHON)",
-                python.display()
-            );
-            skip_or_fail(test, &missing, "bash .ci/python mercure", REQUIRE);
-            return None;
-        }
+        let venv = Venv {
+            var: "TOWER_SSE_MERCURE_PYTHON",
+            home_dir: ".cache/tower-sse/mercure-venv",
+            imports: "import mercure_publisher, pymercure.consumer",
+            what: "mercure-publisher and pymercure",
+            install: "bash .ci/python mercure",
+            require: REQUIRE,
+        };
+        let python = venv.python(test)?;
         Some(Client { python })
     }
 
@@ -176,22 +165,12 @@ impl Consumer {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// A subscriber token (HS256, signed with `KEY`) for `selectors`, for an hour.
 fn subscriber_token(selectors: &[&str]) -> String {
-    let claims = json!({"mercure": {"subscribe": selectors}, "exp": now() + 3600});
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(KEY.as_bytes()),
+    hs256(
+        KEY,
+        &json!({"mercure": {"subscribe": selectors}, "exp": now() + 3600}),
     )
-    .unwrap()
 }
 
 /// `GET /.well-known/mercure?topic=...` for each of `topics`, with `token` as the bearer if

@@ -591,6 +591,17 @@ impl Broker {
         }
     }
 
+    /// Whether events travel beyond this process: the broker was built on a backend (such as
+    /// `redis::connect`, feature `redis`), so other instances publish to its channels and
+    /// read what it publishes. `false` for a broker in this process only.
+    ///
+    /// ```
+    /// assert!(!tower_sse::Broker::new().is_shared());
+    /// ```
+    pub fn is_shared(&self) -> bool {
+        self.inner.backend.is_some()
+    }
+
     /// Whether the broker should be sent new streams: not closed, not draining, and its
     /// backend (Redis) reachable now. What a readiness check (`/readyz`) answers, so that a
     /// load balancer takes the instance out of rotation while it can't serve new streams

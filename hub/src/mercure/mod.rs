@@ -48,8 +48,8 @@ pub(super) struct Mercure {
 /// `GET` and `POST /.well-known/mercure`.
 pub(super) fn routes(hub: &Hub, keep_alive: Option<Duration>) -> Router {
     let registry = Registry::new(hub.broker.clone());
-    // Listening from the start, so that other hubs' routes are known before the first
-    // publish here; else on the first Mercure request.
+    // From the start, so that on a shared broker other hubs' routes are known before the
+    // first publish here; outside a runtime, on the first Mercure request.
     if tokio::runtime::Handle::try_current().is_ok() {
         registry.start();
     }

@@ -16,7 +16,7 @@ use tower_sse::{
 };
 
 use super::{Mercure, layout::private};
-use crate::publish::{bad_request, may_publish, publisher, read_body};
+use crate::publish::{bad_request, may_publish, parse_retry, publisher, read_body};
 
 /// An update, as the form says it.
 #[derive(Debug, Default, PartialEq)]
@@ -62,13 +62,7 @@ impl Update {
         if update.topics.is_empty() {
             return Err("missing \"topic\" field".into());
         }
-        if let Some(ms) = retry {
-            if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
-                return Err("retry is not a number of milliseconds".into());
-            }
-            let ms = ms.parse().map_err(|_| "retry is too large".to_owned())?;
-            update.retry = Some(Duration::from_millis(ms));
-        }
+        update.retry = retry.as_deref().map(parse_retry).transpose()?;
         Ok(update)
     }
 

@@ -10,6 +10,10 @@
 //! route (per distinct selector of the subscribers, not per subscriber), and nothing is
 //! stored per subscriber but its count.
 //!
+//! On a broker of one process there is no other hub: nothing is announced, and the routes are
+//! this hub's own. On a shared one, each hub holds one stream of its own on the control
+//! channel (counted in `sse_subscribers`).
+//!
 //! A route is known here before its first subscriber's stream starts, and on the other hubs
 //! about one Redis round trip after: an update published on another hub within that moment
 //! may not reach a route that was just made. Routes stay known for [`EXPIRY`] after their last
@@ -73,11 +77,15 @@ impl Registry {
         })
     }
 
-    /// Starts listening for other hubs' announcements and announcing this hub's routes, once
-    /// (on the first Mercure request, inside the runtime).
+    /// Starts announcing this hub's routes and forgetting expired ones, and on a
+    /// [shared](Broker::is_shared) broker listening for other hubs' announcements; once,
+    /// inside the runtime. In one process there is no other hub to listen to (and the
+    /// listening stream would count as a subscriber).
     pub(super) fn start(self: &Arc<Self>) {
         self.started.get_or_init(|| {
-            tokio::spawn(listen(Arc::downgrade(self), self.broker.clone()));
+            if self.broker.is_shared() {
+                tokio::spawn(listen(Arc::downgrade(self), self.broker.clone()));
+            }
             tokio::spawn(refresh(Arc::downgrade(self)));
         });
     }
@@ -118,7 +126,8 @@ impl Registry {
         Ok(held)
     }
 
-    /// Adds or refreshes a route; `false` when it is new and there are too many.
+    /// Adds or refreshes a route; `false` when it is new and there are too many, even
+    /// without the expired ones.
     fn know(&self, route: Route) -> bool {
         let now = Instant::now();
         if let Some(mut known) = self.known.get_mut(&route.key) {
@@ -126,7 +135,10 @@ impl Registry {
             return true;
         }
         if self.known.len() >= MAX_ROUTES {
-            return false;
+            self.expire();
+            if self.known.len() >= MAX_ROUTES {
+                return false;
+            }
         }
         let key = route.key.clone();
         self.known.entry(key).or_insert(Known {
@@ -138,6 +150,9 @@ impl Registry {
 
     /// Publishes `keys` on the control channel, in events of [`PER_ANNOUNCEMENT`].
     async fn announce(&self, keys: &[RouteKey]) {
+        if !self.broker.is_shared() {
+            return;
+        }
         for chunk in keys.chunks(PER_ANNOUNCEMENT) {
             let list: Vec<Vec<&str>> = chunk.iter().map(RouteKey::selectors).collect();
             let data = serde_json::to_string(&list).unwrap_or_default();
@@ -179,11 +194,17 @@ impl Registry {
         }
     }
 
-    /// Forgets the routes nobody announced for [`EXPIRY`], and those of no subscriber.
+    /// Forgets the routes that had no subscriber here and that no hub announced for
+    /// [`EXPIRY`].
     fn expire(&self) {
         let now = Instant::now();
         self.known.retain(|key, known| {
-            self.local.contains_key(key) || now.duration_since(known.seen) < EXPIRY
+            if self.local.contains_key(key) {
+                // In use here: it expires from when its last subscriber leaves.
+                known.seen = now;
+                return true;
+            }
+            now.duration_since(known.seen) < EXPIRY
         });
     }
 
@@ -297,37 +318,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn routes_are_counted_announced_and_expire() {
+    async fn routes_are_counted_and_expire() {
         tokio::time::pause();
-        let broker = Broker::new();
-        let hub = Registry::new(broker.clone());
-        let other = Registry::new(broker.clone());
-        other.start();
-        tokio::task::yield_now().await;
+        let hub = Registry::new(Broker::new());
         let key = RouteKey::Public("books/{id}".into());
-        let held = hub
-            .hold(vec![Route::new(key.clone()).unwrap()])
-            .await
-            .unwrap();
-        let again = hub
-            .hold(vec![Route::new(key.clone()).unwrap()])
-            .await
-            .unwrap();
+        let route = || vec![Route::new(key.clone()).unwrap()];
+        let held = hub.hold(route()).await.unwrap();
+        let again = hub.hold(route()).await.unwrap();
         assert_eq!(hub.local.get(&key).map(|c| *c), Some(2));
-        // The other hub learns it from the announcement.
-        for _ in 0..100 {
-            if other.known() == 1 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(other.known(), 1);
         let mut out = Vec::new();
-        other.channels(&["books/1".into()], false, &mut out);
+        hub.channels(&["books/1".into()], false, &mut out);
         assert_eq!(out, [Arc::from("mercure:books/{id}")]);
-        drop((held, again));
+        drop(held);
+        assert_eq!(hub.local.get(&key).map(|c| *c), Some(1));
+        // Kept while it has a subscriber here, whatever the time.
+        tokio::time::advance(EXPIRY + Duration::from_secs(1)).await;
+        hub.expire();
+        assert_eq!(hub.known(), 1);
+        drop(again);
         assert!(hub.local.is_empty());
-        // Unannounced for the expiry: gone.
+        // Kept for the expiry after its last subscriber left (a reconnect finds its history).
+        tokio::time::advance(EXPIRY / 2).await;
+        hub.expire();
+        assert_eq!(hub.known(), 1);
+        // Then no hub announced it for the expiry: gone.
         tokio::time::advance(EXPIRY + Duration::from_secs(1)).await;
         hub.expire();
         assert_eq!(hub.known(), 0);

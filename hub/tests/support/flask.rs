@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, Lines};
-use tower_sse_test_support::{guard, skip_or_fail};
+use tower_sse_test_support::{guard, venv::Venv};
 
 pub const REQUIRE: &str = "TOWER_SSE_REQUIRE_PYTHON";
 
@@ -32,27 +32,15 @@ impl Python {
     /// The venv's python, or `None` (after saying so, for `test`) when it can't import
     /// flask-sse and gunicorn's gevent worker and `TOWER_SSE_REQUIRE_PYTHON` is not `1`.
     pub fn find(test: &str) -> Option<Python> {
-        let python = std::env::var_os("TOWER_SSE_PYTHON")
-            .filter(|python| !python.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").unwrap_or_default();
-                Path::new(&home).join(".cache/tower-sse/venv/bin/python")
-            });
-        let imports = Command::new(&python)
-            .args(["-c", "import flask_sse, gunicorn.workers.ggevent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !imports.is_ok_and(|status| status.success()) {
-            let missing = format!(
-                "flask-sse, Flask and gunicorn with gevent in {} ($TOWER_SSE_PYTHON)",
-                python.display()
-            );
-            skip_or_fail(test, &missing, "bash .ci/python", REQUIRE);
-            return None;
-        }
+        let venv = Venv {
+            var: "TOWER_SSE_PYTHON",
+            home_dir: ".cache/tower-sse/venv",
+            imports: "import flask_sse, gunicorn.workers.ggevent",
+            what: "flask-sse, Flask and gunicorn with gevent",
+            install: "bash .ci/python",
+            require: REQUIRE,
+        };
+        let python = venv.python(test)?;
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flask");
         Some(Python { python, dir })
     }

@@ -1,12 +1,13 @@
 //! What the integration tests of `tower-sse` and `tower-sse-hub` share: a hang guard, a wait
 //! for the server's own progress, an HTTP client, and (in modules) headless Chromium, a private
-//! `redis-server`, an event-stream reader and a server that drops streams. A dev-dependency of
+//! `redis-server`, an event-stream reader, a server that drops streams and the Python venvs. A dev-dependency of
 //! both packages, so a test file takes it with `use tower_sse_test_support as support;`.
 
 pub mod chromium;
 pub mod events;
 pub mod redis_server;
 pub mod stream_server;
+pub mod venv;
 
 use std::{future::Future, io::Write, net::SocketAddr, path::PathBuf, time::Duration};
 
