@@ -5,6 +5,7 @@
 
 pub mod chromium;
 pub mod events;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod stream_server;
 pub mod venv;
