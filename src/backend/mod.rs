@@ -93,6 +93,10 @@ pub(crate) struct Message {
     pub(crate) id: Option<Box<str>>,
     /// The encoded event, `id:` line included.
     pub(crate) bytes: Bytes,
+    /// Whether `seq` is from one counter for every channel, so that messages of several
+    /// channels with one `seq`, one after the other, are one event published to them all
+    /// (`false` on a cluster, whose channels count each on its own).
+    pub(crate) global: bool,
 }
 
 /// What a backend found for a resume.

@@ -317,9 +317,9 @@ impl Inbound for Handle {
         let inner = self.inner()?;
         let wakers = {
             let mut sequencer = lock(&inner.sequencer);
-            if sequencer.last_origin != Some(message.seq) {
+            if !message.global || sequencer.last_origin != Some(message.seq) {
                 sequencer.last += 1;
-                sequencer.last_origin = Some(message.seq);
+                sequencer.last_origin = message.global.then_some(message.seq);
             }
             let entry = Entry {
                 seq: sequencer.last,

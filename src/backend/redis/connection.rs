@@ -44,7 +44,7 @@ pub(super) async fn open(url: &str) -> Result<(Client, ConnectionManager), Conne
 /// `CryptoProvider::get_default` for `#insecure`), which rustls picks from its crate features
 /// only when exactly one provider is enabled in the whole build.
 #[cfg(feature = "redis-tls")]
-fn install_crypto_provider() {
+pub(super) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // rustls 0.23.48 deprecates `ring` (no post-quantum key exchange); aws-lc-rs, which
         // has it, needs cmake and nasm to build. Classic ECDHE is what Redis offers today.

@@ -132,6 +132,9 @@
 #[cfg(feature = "redis")]
 mod backend;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod cluster;
+#[cfg(feature = "redis")]
 mod connection;
 #[cfg(feature = "redis")]
 mod feed;

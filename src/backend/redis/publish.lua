@@ -7,7 +7,9 @@
 --       channel and its id index (hash).
 -- ARGV: the encoded event without its `id:` line and final blank line, the publisher's id,
 --       `g` (given) or `a` (assign), history length, the highest sequence number this instance
---       has seen (see restore.lua), history expiry (ms), repeat window (ms), clock step (ms).
+--       has seen (see restore.lua), history expiry (ms), repeat window (ms), clock step (ms),
+--       and the command that publishes (`PUBLISH` when absent; `SPUBLISH` on a cluster, whose
+--       keys and sharded channel all carry the channel's hash tag).
 -- The message is `{seq}\n{g|a}{id}\n{head}` (wire.rs reads it and adds the `id:` line), stored
 -- and published as one. Returns `{id, seq, repeat}`; `repeat` is 1 when nothing was published.
 
@@ -85,5 +87,6 @@ if n > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 if given then redis.call('SET', KEYS[3], sid .. ' ' .. digest, 'PX', ARGV[7]) end
-for c = 5, #KEYS, 3 do redis.call('PUBLISH', KEYS[c], msg) end
+local command = ARGV[9] or 'PUBLISH'
+for c = 5, #KEYS, 3 do redis.call(command, KEYS[c], msg) end
 return {id, seq, 0}

@@ -69,6 +69,7 @@ pub(super) fn parse_message(message: &[u8]) -> Option<Message> {
     let mut buf = BytesMut::with_capacity(head.len() + id.len() + 6);
     buf.extend_from_slice(head);
     Some(Message {
+        global: true,
         seq,
         bytes: event::finish(buf, Some(id)),
         id: given.then(|| id.into()),

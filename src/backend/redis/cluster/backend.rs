@@ -1,0 +1,267 @@
+//! [`ClusterBackend`]: the broker's side of the cluster backend (publish, ensure, release,
+//! replay), over one cluster connection of the redis crate (RESP3, so that the sharded
+//! messages come back on it as pushes).
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use redis::{Script, Value, cluster_async::ClusterConnection};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::timeout,
+};
+
+use super::{
+    Command,
+    keys::{channel_key, clock_key, history_key, ids_key, repeat_key, seq_key},
+};
+use crate::{
+    backend::{
+        Backend, BoxFuture, Replay,
+        redis::{
+            connection::{self, REQUEST_TIMEOUT},
+            wire::parse_message,
+        },
+    },
+    channel::ChannelError,
+    error::{BoxError, PublishError},
+    event::Event,
+};
+
+/// How long a channel's history is kept after its last publish (as on one node).
+pub(super) const HISTORY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const REPEAT_WINDOW: Duration = Duration::from_secs(10 * 60);
+const CLOCK_STEP: Duration = Duration::from_secs(60);
+const REPLAY_BYTES: usize = 4 << 20;
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the broker's side and the subscription task share.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// Each channel subscribed here, and the last sequence number delivered on it.
+    pub(super) marks: Mutex<HashMap<Arc<str>, u64>>,
+    /// Each channel's epoch when this instance last looked: a shard that lost its data has
+    /// a new one.
+    pub(super) epochs: Mutex<HashMap<Arc<str>, String>>,
+    /// Whether the last command to the cluster was answered.
+    pub(super) reachable: AtomicBool,
+    /// Whether channels are being subscribed again after a lost connection.
+    pub(super) recovering: AtomicBool,
+    /// Whether another connection closed since the recovery last looked.
+    pub(super) again: AtomicBool,
+}
+
+impl Shared {
+    pub(super) fn marks(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u64>> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn epochs(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, String>> {
+        self.epochs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The broker's side of the cluster backend.
+pub(crate) struct ClusterBackend {
+    pub(super) conn: ClusterConnection,
+    pub(super) shared: Arc<Shared>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) history: usize,
+    publish: Script,
+    replay: Script,
+}
+
+impl fmt::Debug for ClusterBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterBackend")
+            .field("history", &self.history)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterBackend {
+    pub(super) fn new(
+        conn: ClusterConnection,
+        shared: Arc<Shared>,
+        commands: mpsc::Sender<Command>,
+        history: usize,
+    ) -> ClusterBackend {
+        ClusterBackend {
+            conn,
+            shared,
+            commands,
+            history,
+            publish: Script::new(include_str!("../publish.lua")),
+            replay: Script::new(include_str!("../replay.lua")),
+        }
+    }
+
+    /// One channel's script on the shard that owns it: the channel's own counter, clock,
+    /// history, id index and sharded channel.
+    async fn publish(&self, channels: &[&str], event: &Event) -> Result<String, BoxError> {
+        // The channels of one event would be on several shards: no one script stores and
+        // sends it everywhere at once.
+        let [channel] = channels else {
+            return Err(Box::new(PublishError::Channel(ChannelError::TooMany(1))));
+        };
+        let head = event.encode_head(0);
+        let (flag, id) = match event.get_id() {
+            Some(id) => ("g", id),
+            None => ("a", ""),
+        };
+        let seen = self.shared.marks().get(*channel).copied().unwrap_or(0);
+        let mut invocation = self.publish.key(seq_key(channel));
+        invocation
+            .key(clock_key(channel))
+            .key(repeat_key(channel, id))
+            .key(history_key(channel))
+            .key(channel_key(channel))
+            .key(ids_key(channel))
+            .arg(&head[..])
+            .arg(id)
+            .arg(flag)
+            .arg(self.history)
+            .arg(seen)
+            .arg(millis(HISTORY_TTL))
+            .arg(millis(REPEAT_WINDOW))
+            .arg(millis(CLOCK_STEP))
+            .arg("SPUBLISH");
+        let mut conn = self.conn.clone();
+        let published = connection::publish(invocation.invoke_async(&mut conn)).await;
+        self.shared
+            .reachable
+            .store(published.is_ok(), Ordering::Release);
+        let (id, _seq, _repeat): (String, u64, u8) = published
+            .inspect_err(|err| tracing::warn!(%err, channel, "publish to Redis Cluster failed"))?;
+        Ok(id)
+    }
+
+    /// A resume of one channel, from its own history. Several channels are on several shards,
+    /// each with its own numbers: one id can't say where each resumes, so the resume is told
+    /// as unknown (live events only, and the client told of the gap).
+    async fn replay(
+        &self,
+        channels: &[Arc<str>],
+        last_event_id: &str,
+        seq: Option<u64>,
+    ) -> Result<Replay, BoxError> {
+        let [channel] = channels else {
+            return Ok(Replay::default());
+        };
+        let mut invocation = self.replay.key(seq_key(channel));
+        invocation
+            .key(clock_key(channel))
+            .key(history_key(channel))
+            .key(ids_key(channel))
+            .arg(last_event_id)
+            .arg(if seq.is_some() { "1" } else { "0" })
+            .arg(self.history)
+            .arg(REPLAY_BYTES)
+            .arg(millis(HISTORY_TTL));
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|_| format!("no answer from Redis Cluster within {REQUEST_TIMEOUT:?}"))??;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let (Some(snapshot), Some(complete), Some(after)) =
+            (int(reply.first()), int(reply.get(1)), int(reply.get(2)))
+        else {
+            return Err("unexpected replay reply from Redis Cluster".into());
+        };
+        let Ok(after) = u64::try_from(after) else {
+            return Ok(Replay::default());
+        };
+        let mut messages: Vec<_> = reply[3..]
+            .iter()
+            .filter_map(|v| match v {
+                Value::BulkString(bytes) => parse_message(bytes),
+                _ => None,
+            })
+            .collect();
+        messages.sort_by_key(|m| m.seq);
+        Ok(Replay {
+            after: Some(after),
+            complete: complete == 1,
+            snapshot: u64::try_from(snapshot).unwrap_or(0),
+            events: messages.into_iter().map(|m| m.bytes).collect(),
+        })
+    }
+
+    async fn ensure(&self, channels: &[Arc<str>]) -> Result<(), BoxError> {
+        let missing: Vec<Arc<str>> = {
+            let marks = self.shared.marks();
+            channels
+                .iter()
+                .filter(|name| !marks.contains_key(*name))
+                .cloned()
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .try_send(Command::Ensure {
+                names: missing,
+                reply,
+            })
+            .map_err(|_| "the cluster subscription task is busy or gone")?;
+        match timeout(REQUEST_TIMEOUT, answer).await {
+            Ok(Ok(done)) => done.map_err(Into::into),
+            Ok(Err(_)) => Err("the cluster subscription task is gone".into()),
+            Err(_) => {
+                Err(format!("no subscription from Redis Cluster within {REQUEST_TIMEOUT:?}").into())
+            }
+        }
+    }
+}
+
+impl Backend for ClusterBackend {
+    fn publish<'a>(
+        &'a self,
+        channels: &'a [&'a str],
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<String, BoxError>> {
+        Box::pin(ClusterBackend::publish(self, channels, event))
+    }
+
+    fn ensure<'a>(&'a self, channels: &'a [Arc<str>]) -> BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(ClusterBackend::ensure(self, channels))
+    }
+
+    fn release(&self, channel: Arc<str>) {
+        // Full queue: the subscription stays until the channel is released again (a leak of
+        // one subscription, not of an event).
+        let _ = self.commands.try_send(Command::Release(channel));
+    }
+
+    fn reachable(&self) -> bool {
+        self.shared.reachable.load(Ordering::Acquire)
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn replay<'a>(
+        &'a self,
+        channels: &'a [Arc<str>],
+        last_event_id: &'a str,
+        seq: Option<u64>,
+    ) -> BoxFuture<'a, Result<Replay, BoxError>> {
+        Box::pin(ClusterBackend::replay(self, channels, last_event_id, seq))
+    }
+}

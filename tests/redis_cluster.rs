@@ -1,0 +1,263 @@
+//! The Redis Cluster backend against a real cluster on loopback (3 masters, with a replica each
+//! for the failover), started by the test with `redis-server --cluster-enabled yes` and
+//! `redis-cli --cluster create`. Without `redis-server` the tests say so and pass, unless
+//! `TOWER_SSE_REQUIRE_REDIS=1`.
+#![cfg(feature = "redis")]
+
+use tower_sse_test_support as support;
+
+#[path = "common/reader.rs"]
+#[allow(dead_code)] // each file uses its part
+mod reader;
+
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+
+use reader::{Reader, channels};
+use support::{
+    guard,
+    redis_cluster::{RedisCluster, query, redis_cluster},
+};
+use tower_sse::{Broker, Event, PublishError, Resume, redis::cluster};
+
+async fn connect(cluster: &RedisCluster, history: usize) -> Broker {
+    let urls = cluster.urls();
+    let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
+    cluster::connect(Broker::builder().history(history), &seeds)
+        .await
+        .expect("connect to the cluster")
+}
+
+/// The sharded channel of `channel`, as the module docs give its keys: the hash tag is the
+/// 64-bit FNV-1a of the name, in hex.
+fn channel_key(channel: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in channel.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("tower-sse:{{{hash:016x}}}:channel:{channel}")
+}
+
+/// One channel per master: `(name, master)`, each named `{prefix}{i}` for the first `i` that
+/// lands on that master.
+async fn one_per_shard(cluster: &RedisCluster, prefix: &str) -> Vec<(String, SocketAddr)> {
+    let masters = cluster.masters().await;
+    let mut found: Vec<(String, SocketAddr)> = Vec::new();
+    for i in 0.. {
+        let name = format!("{prefix}{i}");
+        let slot = RedisCluster::slot_of(channel_key(&name));
+        let owner = cluster.node_for_slot(slot).await;
+        if !found.iter().any(|(_, m)| *m == owner) {
+            eprintln!("channel {name}: slot {slot}, on {owner}");
+            found.push((name, owner));
+        }
+        if found.len() == masters.len() {
+            return found;
+        }
+    }
+    unreachable!()
+}
+
+fn frame(data: &str, id: &str) -> String {
+    format!("data: {data}\nid: {id}\n\n")
+}
+
+async fn publish(broker: &Broker, channel: &str, data: &str) -> String {
+    guard(
+        "publish",
+        broker.publish(channel, Event::default().data(data)),
+    )
+    .await
+    .expect("publish")
+}
+
+/// Up to `n` events, each within 10 s: what arrived, for a failure to show what is missing.
+async fn receive(reader: &mut Reader, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
+            Ok(frame) => got.push(frame),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+async fn shardnumsub(owner: SocketAddr, channel: &str) -> i64 {
+    let mut cmd = redis::cmd("PUBSUB");
+    cmd.arg("SHARDNUMSUB").arg(channel_key(channel));
+    let (_, count): (String, i64) = query(owner, &cmd).await.expect("PUBSUB SHARDNUMSUB");
+    count
+}
+
+/// Two instances on a 3-master cluster: channels on each shard, an event published on A
+/// reaches B's streams, each channel counts its own ids, a stream over channels of every
+/// shard gets each event once, a resume on B replays from the history, and each instance
+/// holds one sharded subscription per channel whatever its number of streams.
+#[tokio::test]
+async fn two_instances_share_channels_on_every_shard() {
+    let cluster = redis_cluster!(3, 0);
+    let a = connect(&cluster, 100).await;
+    let b = connect(&cluster, 100).await;
+    let shards = one_per_shard(&cluster, "news.").await;
+    let names: Vec<&str> = shards.iter().map(|(n, _)| n.as_str()).collect();
+    let mut single = Vec::new();
+    for name in &names {
+        single.push(Reader::subscribe(&b, name).await);
+    }
+    let mut all = Reader::subscribe(&b, &names.join(",")).await;
+    let mut expected = BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let id = publish(&a, name, &format!("first on {i}")).await;
+        assert_eq!(id, "1", "each channel counts its own ids");
+        assert_eq!(single[i].next().await, frame(&format!("first on {i}"), "1"));
+        expected.insert(frame(&format!("first on {i}"), "1"));
+    }
+    let got: BTreeSet<String> = all.take(names.len()).await.into_iter().collect();
+    assert_eq!(got, expected);
+    all.assert_idle();
+
+    // Many streams of one channel on B, one sharded subscription per instance.
+    let mut more = Vec::new();
+    for _ in 0..5 {
+        more.push(Reader::subscribe(&b, names[0]).await);
+    }
+    let _on_a = Reader::subscribe(&a, names[0]).await;
+    assert_eq!(shardnumsub(shards[0].1, names[0]).await, 2);
+
+    // A resume on B from an id A answered.
+    let second = publish(&a, names[1], "second").await;
+    let third = publish(&a, names[1], "third").await;
+    let sub = b
+        .resume(&channels(&b, names[1]), "1")
+        .await
+        .expect("resume");
+    assert_eq!(sub.resume(), Resume::Complete);
+    let mut resumed = Reader::new(sub);
+    assert_eq!(
+        resumed.take(2).await,
+        [frame("second", &second), frame("third", &third)]
+    );
+    // One event, one channel: several channels may be on several shards.
+    let refused = a
+        .publish_to(&channels(&a, &names.join(",")), Event::default())
+        .await;
+    assert!(
+        matches!(refused, Err(PublishError::Channel(_))),
+        "{refused:?}"
+    );
+    drop(more);
+}
+
+/// A master with a replica dies: after the failover its channel's stream goes on with every
+/// event that was published (answered 2xx), once each and in order, and a channel on another
+/// shard never stops.
+#[tokio::test]
+async fn a_failover_loses_nothing_within_the_history() {
+    let mut cluster = redis_cluster!(3, 1);
+    let a = connect(&cluster, 1000).await;
+    let b = connect(&cluster, 1000).await;
+    let shards = one_per_shard(&cluster, "orders.").await;
+    let (doomed, master) = (&shards[0].0, shards[0].1);
+    let other = &shards[1].0;
+    let mut stream = Reader::subscribe(&b, doomed).await;
+    let mut steady = Reader::subscribe(&b, other).await;
+    let mut sent = Vec::new();
+    let mut steady_sent = Vec::new();
+    let publisher = async {
+        for i in 0..60u32 {
+            // The same id on a retry: published once, whatever the first answer was.
+            let event = Event::default().data(format!("e{i}")).id(format!("o{i}"));
+            loop {
+                match a.publish(doomed, event.clone()).await {
+                    Ok(id) => {
+                        sent.push(frame(&format!("e{i}"), &id));
+                        break;
+                    }
+                    Err(PublishError::Backend(_) | PublishError::Unknown(_)) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(err) => panic!("{err}"),
+                }
+            }
+            let id = a
+                .publish(other, Event::default().data(format!("s{i}")))
+                .await
+                .expect("the other shard never stops");
+            steady_sent.push(frame(&format!("s{i}"), &id));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let failover = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.kill(master);
+        cluster.wait_failover(master).await;
+    };
+    guard("publish through a failover", async {
+        tokio::join!(publisher, failover)
+    })
+    .await;
+    let got = receive(&mut stream, sent.len()).await;
+    if got != sent {
+        let key = channel_key(doomed).replace(":channel:", ":history:");
+        let owner = cluster.node_for_slot(RedisCluster::slot_of(&key)).await;
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&key).arg("-").arg("+");
+        let history: Option<redis::Value> = query(owner, &cmd).await;
+        eprintln!("the history of {doomed} on {owner}: {history:?}");
+    }
+    assert_eq!(got, sent);
+    assert_eq!(receive(&mut steady, steady_sent.len()).await, steady_sent);
+    stream.assert_idle();
+}
+
+/// A master without a replica dies: its channels answer publishes with an error (`503`, or
+/// `504` when the outcome is unknown) and new streams on them with `503`, while the other
+/// shards go on; it comes back empty (no persistence) and everything recovers: the open
+/// stream gets the events published from then on, the channel's history begins again.
+#[tokio::test]
+async fn a_shard_down_stops_its_channels_only_and_recovers() {
+    let mut cluster = redis_cluster!(3, 0);
+    let a = connect(&cluster, 100).await;
+    let b = connect(&cluster, 100).await;
+    let shards = one_per_shard(&cluster, "room.").await;
+    let (doomed, master) = (shards[0].0.as_str(), shards[0].1);
+    let other = shards[1].0.as_str();
+    let mut stream = Reader::subscribe(&b, doomed).await;
+    let mut steady = Reader::subscribe(&b, other).await;
+    let id = publish(&a, doomed, "before").await;
+    assert_eq!(stream.next().await, frame("before", &id));
+
+    cluster.kill(master);
+    let refused = a.publish(doomed, Event::default().data("lost")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PublishError::Backend(_) | PublishError::Unknown(_))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(refused.unwrap_err().status().as_u16() / 100, 5);
+    let new_stream = a.subscribe(&channels(&a, doomed)).await;
+    let err = new_stream.expect_err("no stream on a shard that is down");
+    assert_eq!(err.status(), 503);
+    let id = publish(&a, other, "still here").await;
+    assert_eq!(steady.next().await, frame("still here", &id));
+
+    cluster.restart(master).await;
+    cluster.wait_ok().await;
+    let id = guard("publish once the shard is back", async {
+        loop {
+            match a.publish(doomed, Event::default().data("after")).await {
+                Ok(id) => return id,
+                Err(PublishError::Backend(_) | PublishError::Unknown(_)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(receive(&mut stream, 1).await, [frame("after", &id)]);
+    stream.assert_idle();
+}
