@@ -238,6 +238,15 @@ async fn a_shard_down_stops_its_channels_only_and_recovers() {
         "{refused:?}"
     );
     assert_eq!(refused.unwrap_err().status().as_u16() / 100, 5);
+    // Told by slot; the instance stays ready for the other shards' channels.
+    let slot = RedisCluster::slot_of(channel_key(doomed));
+    let down = a.unreachable();
+    assert!(
+        down.iter()
+            .any(|line| line.contains(&format!("slot {slot} "))),
+        "{down:?}"
+    );
+    assert!(a.is_ready());
     let new_stream = a.subscribe(&channels(&a, doomed)).await;
     let err = new_stream.expect_err("no stream on a shard that is down");
     assert_eq!(err.status(), 503);
@@ -260,4 +269,6 @@ async fn a_shard_down_stops_its_channels_only_and_recovers() {
     .await;
     assert_eq!(receive(&mut stream, 1).await, [frame("after", &id)]);
     stream.assert_idle();
+    assert_eq!(a.unreachable(), Vec::<String>::new());
+    support::wait_until("B subscribed again", || b.unreachable().is_empty()).await;
 }

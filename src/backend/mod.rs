@@ -65,6 +65,16 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Whether the backend answers now (its connection is up), for readiness checks.
     fn reachable(&self) -> bool;
 
+    /// What the backend can't reach now, each said in a line (a cluster's shards, by the
+    /// channels that found them down); empty when all answers.
+    fn unreachable(&self) -> Vec<String> {
+        if self.reachable() {
+            Vec::new()
+        } else {
+            vec!["Redis".to_owned()]
+        }
+    }
+
     /// Whether the backend numbers the events and keeps their history, so that a resume reads
     /// it ([`Backend::replay`]). When not, it brings events in with [`Inbound::publish`], the
     /// broker numbers them and keeps their history as in process, a resume reads the broker's

@@ -591,6 +591,22 @@ impl Broker {
         }
     }
 
+    /// What the backend can't reach now, one line each: on Redis, `Redis` while its connection
+    /// is down; on a Redis Cluster, each shard found down, by its slot and the channel that
+    /// found it (`redis::cluster`). Empty in process, and while everything answers. For a
+    /// readiness check's body, so an operator sees which part is down.
+    ///
+    /// ```
+    /// assert!(tower_sse::Broker::new().unreachable().is_empty());
+    /// ```
+    pub fn unreachable(&self) -> Vec<String> {
+        self.inner
+            .backend
+            .as_ref()
+            .map(|backend| backend.unreachable())
+            .unwrap_or_default()
+    }
+
     /// Whether events travel beyond this process: the broker was built on a backend (such as
     /// `redis::connect`, feature `redis`), so other instances publish to its channels and
     /// read what it publishes. `false` for a broker in this process only.

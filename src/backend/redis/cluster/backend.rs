@@ -5,10 +5,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicBool},
     time::Duration,
 };
 
@@ -20,7 +17,7 @@ use tokio::{
 
 use super::{
     Command,
-    keys::{channel_key, clock_key, history_key, ids_key, repeat_key, seq_key},
+    keys::{channel_key, clock_key, history_key, ids_key, repeat_key, seq_key, slot},
 };
 use crate::{
     backend::{
@@ -53,12 +50,12 @@ pub(super) struct Shared {
     /// Each channel's epoch when this instance last looked: a shard that lost its data has
     /// a new one.
     pub(super) epochs: Mutex<HashMap<Arc<str>, String>>,
-    /// Whether the last command to the cluster was answered.
-    pub(super) reachable: AtomicBool,
     /// Whether channels are being subscribed again after a lost connection.
     pub(super) recovering: AtomicBool,
     /// Whether another connection closed since the recovery last looked.
     pub(super) again: AtomicBool,
+    /// Channels whose shard did not answer their last command, and what went wrong.
+    pub(super) failing: Mutex<HashMap<Arc<str>, String>>,
 }
 
 impl Shared {
@@ -69,7 +66,40 @@ impl Shared {
     pub(super) fn epochs(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, String>> {
         self.epochs.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Notes how `channel`'s last command went: its shard answered, or not.
+    pub(super) fn answered(&self, channel: &str, outcome: Result<(), String>) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(()) => {
+                failing.remove(channel);
+            }
+            // Bounded: past it, one more failing channel tells nothing new.
+            Err(_) if failing.len() >= MAX_FAILING && !failing.contains_key(channel) => {}
+            Err(err) => {
+                failing.insert(channel.into(), err);
+            }
+        }
+    }
+
+    /// The shards found down, by slot: one line each, with a channel that found it.
+    pub(super) fn unreachable(&self) -> Vec<String> {
+        let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut by_slot: std::collections::BTreeMap<u16, String> = Default::default();
+        for (channel, err) in failing.iter() {
+            by_slot
+                .entry(slot(&channel_key(channel)))
+                .or_insert_with(|| format!("channel {channel}: {err}"));
+        }
+        by_slot
+            .into_iter()
+            .map(|(slot, why)| format!("Redis Cluster slot {slot} ({why})"))
+            .collect()
+    }
 }
+
+/// Failing channels remembered at most.
+const MAX_FAILING: usize = 64;
 
 /// The broker's side of the cluster backend.
 pub(crate) struct ClusterBackend {
@@ -138,9 +168,8 @@ impl ClusterBackend {
             .arg("SPUBLISH");
         let mut conn = self.conn.clone();
         let published = connection::publish(invocation.invoke_async(&mut conn)).await;
-        self.shared
-            .reachable
-            .store(published.is_ok(), Ordering::Release);
+        let outcome = published.as_ref().map(drop).map_err(ToString::to_string);
+        self.shared.answered(channel, outcome);
         let (id, _seq, _repeat): (String, u64, u8) = published
             .inspect_err(|err| tracing::warn!(%err, channel, "publish to Redis Cluster failed"))?;
         Ok(id)
@@ -248,8 +277,22 @@ impl Backend for ClusterBackend {
         let _ = self.commands.try_send(Command::Release(channel));
     }
 
+    /// Some shard answers: one down stops only its own channels, so the instance stays in
+    /// rotation (every instance would be out otherwise), and [`Backend::unreachable`] says
+    /// which. Not when every channel subscribed here found its shard down.
     fn reachable(&self) -> bool {
-        self.shared.reachable.load(Ordering::Acquire)
+        let marks = self.shared.marks().len();
+        let failing = self
+            .shared
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        marks == 0 || failing < marks
+    }
+
+    fn unreachable(&self) -> Vec<String> {
+        self.shared.unreachable()
     }
 
     fn keeps_history(&self) -> bool {

@@ -64,7 +64,6 @@ pub(super) fn channel_name(key: &str) -> Option<&str> {
 
 /// The cluster slot of `key`: CRC16 (XMODEM) of its hash tag, or of the whole key without
 /// one, modulo 16,384, as Redis computes it.
-#[cfg(test)]
 pub(super) fn slot(key: &str) -> u16 {
     let bytes = key.as_bytes();
     let hashed = match key.find('{') {

@@ -116,9 +116,6 @@ pub async fn connect(builder: BrokerBuilder, seeds: &[&str]) -> Result<Broker, C
         .map_err(failed)?;
     let conn = client.get_async_connection().await.map_err(failed)?;
     let shared = Arc::new(Shared::default());
-    shared
-        .reachable
-        .store(true, std::sync::atomic::Ordering::Release);
     let (commands, requests) = mpsc::channel(COMMANDS);
     let history = builder.get_history();
     let backend = ClusterBackend::new(conn.clone(), shared.clone(), commands, history);

@@ -151,11 +151,11 @@ async fn subscribe(
         shared.epochs().insert(name.clone(), epoch);
         if let Err(err) = bounded(conn.ssubscribe(channel_key(name))).await {
             shared.marks().remove(name);
-            shared.reachable.store(false, Ordering::Release);
+            shared.answered(name, Err(err.clone()));
             return Err(err);
         }
+        shared.answered(name, Ok(()));
     }
-    shared.reachable.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -199,7 +199,6 @@ async fn pushed(
         // Subscribed, or subscribed again after a lost connection, a failover or a moved
         // slot: what was published meanwhile is in the history.
         PushKind::SSubscribe => {
-            shared.reachable.store(true, Ordering::Release);
             let Some(channel) = name(push.data.first()) else {
                 return Ok(());
             };
@@ -280,16 +279,16 @@ async fn restore(conn: &mut ClusterConnection, channel: &str, seen: u64) -> Resu
 /// confirmations backfill them.
 async fn resubscribe(conn: &mut ClusterConnection, shared: &Shared, names: &[Arc<str>]) {
     for name in names {
-        if let Err(err) = bounded(conn.ssubscribe(channel_key(name))).await {
+        let subscribed = bounded(conn.ssubscribe(channel_key(name))).await;
+        if let Err(err) = &subscribed {
             tracing::warn!(%err, channel = &**name, "SSUBSCRIBE again failed");
-            shared.reachable.store(false, Ordering::Release);
         }
+        shared.answered(name, subscribed);
     }
 }
 
 /// Starts [`recover`], or makes the one under way go one more round.
 fn start_recovery(conn: &ClusterConnection, shared: &Arc<Shared>) {
-    shared.reachable.store(false, Ordering::Release);
     shared.again.store(true, Ordering::Release);
     if !shared.recovering.swap(true, Ordering::AcqRel) {
         tokio::spawn(recover(conn.clone(), shared.clone()));
@@ -314,11 +313,12 @@ async fn recover(mut conn: ClusterConnection, shared: Arc<Shared>) {
         let mut done = true;
         for name in &names {
             if shared.marks().contains_key(name) {
-                done &= bounded(conn.ssubscribe(channel_key(name))).await.is_ok();
+                let subscribed = bounded(conn.ssubscribe(channel_key(name))).await;
+                done &= subscribed.is_ok();
+                shared.answered(name, subscribed);
             }
         }
         if done && !shared.again.load(Ordering::Acquire) {
-            shared.reachable.store(true, Ordering::Release);
             break;
         }
     }
@@ -369,7 +369,6 @@ async fn backfill(
             Err(err) => {
                 // Told again when Redis confirms the subscription anew.
                 tracing::warn!(%err, channel = &**name, "backfill from Redis Cluster failed");
-                shared.reachable.store(false, Ordering::Release);
                 continue;
             }
         };
