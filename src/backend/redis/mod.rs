@@ -2,7 +2,8 @@
 //!
 //! [`connect`] builds a [`Broker`](crate::Broker) on Redis; [`url_from_env`] reads the URL
 //! where flask-sse does; [`flask_sse::connect`] builds one on the Redis a Flask app's
-//! flask-sse publishes to, in its format.
+//! flask-sse publishes to, in its format; [`cluster::connect`] builds one on a Redis Cluster,
+//! its channels spread over the shards with sharded pub/sub.
 //!
 //! Both read a URL as flask-sse (redis-py) does: `redis://[:password@]host[:port][/db]`, and
 //! `rediss://` for TLS with the feature `redis-tls` (rustls with `ring`; the server's
