@@ -225,8 +225,8 @@ async fn a_shard_down_stops_its_channels_only_and_recovers() {
     let other = shards[1].0.as_str();
     let mut stream = Reader::subscribe(&b, doomed).await;
     let mut steady = Reader::subscribe(&b, other).await;
-    let id = publish(&a, doomed, "before").await;
-    assert_eq!(stream.next().await, frame("before", &id));
+    let before = publish(&a, doomed, "before").await;
+    assert_eq!(stream.next().await, frame("before", &before));
 
     cluster.kill(master);
     let refused = a.publish(doomed, Event::default().data("lost")).await;
@@ -271,4 +271,7 @@ async fn a_shard_down_stops_its_channels_only_and_recovers() {
     stream.assert_idle();
     assert_eq!(a.unreachable(), Vec::<String>::new());
     support::wait_until("B subscribed again", || b.unreachable().is_empty()).await;
+    // A resume from before the loss is told of the gap, never silently short.
+    let resumed = b.resume(&channels(&b, doomed), &before).await.unwrap();
+    assert_eq!(resumed.resume(), Resume::Gap);
 }

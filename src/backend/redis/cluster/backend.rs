@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{Script, Value, cluster_async::ClusterConnection};
+use redis::{AsyncCommands, Script, Value, cluster_async::ClusterConnection};
 use tokio::{
     sync::{mpsc, oneshot},
     time::timeout,
@@ -17,7 +17,7 @@ use tokio::{
 
 use super::{
     Command,
-    keys::{channel_key, clock_key, history_key, ids_key, repeat_key, seq_key, slot},
+    keys::{channel_key, clock_key, history_key, ids_key, lost_key, repeat_key, seq_key, slot},
 };
 use crate::{
     backend::{
@@ -213,6 +213,11 @@ impl ClusterBackend {
         let Ok(after) = u64::try_from(after) else {
             return Ok(Replay::default());
         };
+        // From before a loss of the shard's data: the events after it are gone.
+        let lost: Option<u64> = timeout(REQUEST_TIMEOUT, conn.get(lost_key(channel)))
+            .await
+            .map_err(|_| format!("no answer from Redis Cluster within {REQUEST_TIMEOUT:?}"))??;
+        let complete = complete == 1 && lost.is_none_or(|floor| after > floor);
         let mut messages: Vec<_> = reply[3..]
             .iter()
             .filter_map(|v| match v {
@@ -223,7 +228,7 @@ impl ClusterBackend {
         messages.sort_by_key(|m| m.seq);
         Ok(Replay {
             after: Some(after),
-            complete: complete == 1,
+            complete,
             snapshot: u64::try_from(snapshot).unwrap_or(0),
             events: messages.into_iter().map(|m| m.bytes).collect(),
         })

@@ -7,6 +7,7 @@
 //!
 //! With the prefix `tower-sse` and `T` the tag of channel `c`: `tower-sse:{T}:seq:c` (the
 //! channel's counter), `tower-sse:{T}:epoch:c` (a random token, lost with the shard's data),
+//! `tower-sse:{T}:lost:c` (the counter when a loss was found),
 //! `tower-sse:{T}:clock:c`, `tower-sse:{T}:history:c`,
 //! `tower-sse:{T}:ids:c`, `tower-sse:{T}:pubid:c ID` and the sharded channel
 //! `tower-sse:{T}:channel:c`.
@@ -33,6 +34,12 @@ pub(super) fn seq_key(channel: &str) -> String {
 
 pub(super) fn epoch_key(channel: &str) -> String {
     key("epoch", channel)
+}
+
+/// The highest number the channel had when its shard was found to have lost its data: a
+/// resume from at or below it is incomplete.
+pub(super) fn lost_key(channel: &str) -> String {
+    key("lost", channel)
 }
 
 pub(super) fn clock_key(channel: &str) -> String {
@@ -98,6 +105,7 @@ mod tests {
                 slot(&seq_key(channel)),
                 slot(&clock_key(channel)),
                 slot(&epoch_key(channel)),
+                slot(&lost_key(channel)),
                 slot(&history_key(channel)),
                 slot(&ids_key(channel)),
                 slot(&repeat_key(channel, "id 1")),

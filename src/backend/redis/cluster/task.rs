@@ -26,8 +26,8 @@ use tokio::{
 
 use super::{
     Command,
-    backend::Shared,
-    keys::{channel_key, channel_name, epoch_key, history_key, seq_key},
+    backend::{HISTORY_TTL, Shared},
+    keys::{channel_key, channel_name, epoch_key, history_key, lost_key, seq_key},
 };
 use crate::backend::{
     Gone, Inbound, Message,
@@ -259,6 +259,17 @@ async fn lost(
         );
         if let Some(mark) = shared.marks().get_mut(channel) {
             *mark = 0;
+        }
+        // A resume from before the loss is told of the gap (its events are gone, and the
+        // numbers since may repeat theirs).
+        let mut floor = redis::cmd("SET");
+        floor
+            .arg(lost_key(channel))
+            .arg(mark)
+            .arg("PX")
+            .arg(u64::try_from(HISTORY_TTL.as_millis()).unwrap_or(u64::MAX));
+        if let Err(err) = bounded(floor.exec_async(conn)).await {
+            tracing::warn!(%err, channel = &**channel, "could not record the loss");
         }
         inbound.data_lost()?;
     }
