@@ -125,6 +125,8 @@ async fn handle(
                 return Ok(());
             }
             shared.marks().remove(&name);
+            shared.epochs().remove(&name);
+            shared.answered(&name, Ok(()));
             let unsubscribe = conn.sunsubscribe(channel_key(&name));
             if let Err(err) = bounded(unsubscribe).await {
                 tracing::debug!(%err, channel = &*name, "SUNSUBSCRIBE failed");
