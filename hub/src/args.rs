@@ -1,10 +1,11 @@
 //! The command line, and the broker it asks for.
 
-use std::{error::Error, path::PathBuf};
+use std::{error::Error, ffi::OsStr, path::PathBuf};
 
 use clap::{
-    Parser,
-    builder::{NonEmptyStringValueParser, RangedU64ValueParser},
+    Arg, Command, Parser,
+    builder::{NonEmptyStringValueParser, RangedU64ValueParser, TypedValueParser},
+    error::ErrorKind,
 };
 use http::HeaderValue;
 
@@ -70,6 +71,21 @@ pub struct Args {
         conflicts_with = "redis_url"
     )]
     pub flask_sse_redis: Option<String>,
+    /// A node of a Redis Cluster to spread channels over (needs the `redis` feature), as
+    /// redis://[:password@]host:port or rediss:// (TLS); repeatable, a comma-separated list in
+    /// the environment. Each channel lives on one shard, with ids of its own; one event goes
+    /// to one channel. Run the cluster with `cluster-require-full-coverage no`. Not with
+    /// --redis-url nor --flask-sse-redis; $SSE_REDIS_URL and $REDIS_URL are then not read.
+    #[arg(
+        long,
+        env = "SSE_HUB_REDIS_CLUSTER",
+        hide_env_values = true,
+        value_name = "URL",
+        value_delimiter = ',',
+        value_parser = ClusterUrl,
+        conflicts_with_all = ["redis_url", "flask_sse_redis"]
+    )]
+    pub redis_cluster: Vec<String>,
     /// Bearer token needed to publish and to subscribe to `private.*` channels. Not with a
     /// JWT key (--jwt-key...).
     #[arg(
@@ -253,12 +269,49 @@ pub struct Args {
     pub max_streams_per_connection: u32,
 }
 
+/// A `--redis-cluster` seed: a `redis://` or `rediss://` URL. A refusal (exit code 2) names the
+/// flag, never the value, which may hold a password.
+#[derive(Clone, Copy, Debug)]
+struct ClusterUrl;
+
+impl TypedValueParser for ClusterUrl {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        let flag = arg.map_or_else(|| "--redis-cluster <URL>".to_owned(), ToString::to_string);
+        let refuse = || {
+            let why = format!(
+                "invalid value for '{flag}': not a redis:// or rediss:// URL (value not shown: \
+                 it may hold a password)\n"
+            );
+            clap::Error::raw(ErrorKind::ValueValidation, why).with_cmd(cmd)
+        };
+        let url = value.to_str().ok_or_else(refuse)?;
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        match scheme {
+            Some(scheme)
+                if scheme.eq_ignore_ascii_case("redis")
+                    || scheme.eq_ignore_ascii_case("rediss") =>
+            {
+                Ok(url.to_owned())
+            }
+            _ => Err(refuse()),
+        }
+    }
+}
+
 /// The Redis URL: the first that is set and not empty of the flag, `SSE_REDIS_URL` and
 /// `REDIS_URL` (flask-sse's names). [`run`](super::run) passes the two variables as
 /// `tower_sse::redis::url_from_env` reads them, already in that order, unless
-/// `--flask-sse-redis` is given: then neither variable is read (a Flask app's environment has
-/// `REDIS_URL` for flask-sse, meant for that same backend), and only `--redis-url` itself
-/// (or `SSE_HUB_REDIS_URL`) conflicts with it.
+/// `--flask-sse-redis` or `--redis-cluster` is given: then neither variable is read (a Flask
+/// app's environment has `REDIS_URL` for flask-sse, meant for that same backend; a cluster's
+/// seeds name the backend), and only `--redis-url` itself (or `SSE_HUB_REDIS_URL`) conflicts
+/// with them.
 ///
 /// ```
 /// use tower_sse_hub::redis_url;
@@ -279,15 +332,15 @@ pub fn redis_url(
         .find(|url| !url.is_empty())
 }
 
-/// The broker the flags ask for: in process, on Redis (`--redis-url`), or on the Redis a
-/// Flask app's flask-sse publishes to (`--flask-sse-redis`, see
-/// [`tower_sse::redis::flask_sse`]).
+/// The broker the flags ask for: in process, on Redis (`--redis-url`), on the Redis a Flask
+/// app's flask-sse publishes to (`--flask-sse-redis`, see [`tower_sse::redis::flask_sse`]), or
+/// on a Redis Cluster (`--redis-cluster`, see [`tower_sse::redis::cluster`]).
 ///
 /// # Errors
 ///
-/// Redis can't be reached, both URLs are given (the command line refuses that already, exit
+/// Redis can't be reached, two backends are given (the command line refuses that already, exit
 /// code 2), or a Redis URL is given to a hub built without the `redis` feature (it is refused,
-/// never ignored).
+/// never ignored). The errors mask passwords.
 ///
 /// ```
 /// use clap::Parser;
@@ -307,20 +360,121 @@ pub async fn broker(args: &Args) -> Result<Broker, Box<dyn Error>> {
         .max_subscribers(args.max_subscribers)
         .max_subscribers_per_channel(args.max_subscribers_per_channel)
         .channel_rules(ChannelRules::default().max_channels(args.max_channels));
-    match (&args.redis_url, &args.flask_sse_redis) {
-        (None, None) => Ok(builder.build()),
-        // `Args` built by hand, not by the parser, which refuses this.
-        (Some(_), Some(_)) => Err("--flask-sse-redis and --redis-url name two backends: \
-                                   give one of them"
-            .into()),
-        #[cfg(feature = "redis")]
-        (Some(url), None) => Ok(tower_sse::redis::connect(builder, url).await?),
-        #[cfg(feature = "redis")]
-        (None, Some(url)) => Ok(tower_sse::redis::flask_sse::connect(builder, url).await?),
-        #[cfg(not(feature = "redis"))]
-        (Some(_), None) | (None, Some(_)) => Err("the Redis backends (--redis-url, \
-                                                  --flask-sse-redis) need the `redis` feature: \
-                                                  cargo install --path hub --features redis"
-            .into()),
+    // `Args` built by hand, not by the parser, may name several backends: refused.
+    let given: Vec<&str> = [
+        ("--redis-url", args.redis_url.is_some()),
+        ("--flask-sse-redis", args.flask_sse_redis.is_some()),
+        ("--redis-cluster", !args.redis_cluster.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if given.len() > 1 {
+        let flags = given.join(" and ");
+        return Err(format!("{flags} name several backends: give one of them").into());
+    }
+    #[cfg(feature = "redis")]
+    {
+        if let Some(url) = &args.redis_url {
+            return Ok(tower_sse::redis::connect(builder, url).await?);
+        }
+        if let Some(url) = &args.flask_sse_redis {
+            return Ok(tower_sse::redis::flask_sse::connect(builder, url).await?);
+        }
+        if !args.redis_cluster.is_empty() {
+            let seeds: Vec<&str> = args.redis_cluster.iter().map(String::as_str).collect();
+            return Ok(tower_sse::redis::cluster::connect(builder, &seeds).await?);
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    if let Some(flag) = given.first() {
+        return Err(format!(
+            "{flag}: the Redis backends (--redis-url, --flask-sse-redis, --redis-cluster) need \
+             the `redis` feature: cargo install --path hub --features redis"
+        )
+        .into());
+    }
+    Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser, error::ErrorKind};
+
+    use super::Args;
+
+    #[test]
+    fn redis_cluster_seeds_repeat_or_come_as_a_list() {
+        let args = Args::try_parse_from(["hub"]).unwrap();
+        assert!(args.redis_cluster.is_empty());
+        let args = Args::try_parse_from([
+            "hub",
+            "--redis-cluster",
+            "redis://10.0.0.1:7000,rediss://:pw@10.0.0.2:7000",
+            "--redis-cluster",
+            "redis://10.0.0.3:7000",
+        ])
+        .unwrap();
+        let expected = [
+            "redis://10.0.0.1:7000",
+            "rediss://:pw@10.0.0.2:7000",
+            "redis://10.0.0.3:7000",
+        ];
+        assert_eq!(args.redis_cluster, expected);
+        let arg = Args::command()
+            .get_arguments()
+            .find(|arg| arg.get_id() == "redis_cluster")
+            .cloned()
+            .unwrap();
+        assert!(arg.is_hide_env_values_set());
+        assert_eq!(
+            arg.get_env().and_then(|env| env.to_str()),
+            Some("SSE_HUB_REDIS_CLUSTER")
+        );
+    }
+
+    #[test]
+    fn a_redis_cluster_seed_must_be_a_redis_url_and_is_never_echoed() {
+        for bad in ["http://:hunter2@10.0.0.1:7000", "10.0.0.1:7000", ""] {
+            let err = Args::try_parse_from(["hub", "--redis-cluster", bad]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+            assert_eq!(err.exit_code(), 2);
+            let message = err.to_string();
+            assert!(message.contains("--redis-cluster"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn redis_cluster_is_not_with_another_backend() {
+        let seed = "redis://10.0.0.1:7000";
+        for other in ["--redis-url", "--flask-sse-redis"] {
+            let err =
+                Args::try_parse_from(["hub", "--redis-cluster", seed, other, seed]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ArgumentConflict, "{other}");
+            assert_eq!(err.exit_code(), 2);
+            let message = err.to_string();
+            assert!(message.contains("--redis-cluster"), "{message}");
+            assert!(message.contains(other), "{message}");
+        }
+    }
+
+    /// `Args` built by hand with two backends: refused by [`broker`](super::broker), named.
+    #[tokio::test]
+    async fn broker_refuses_two_backends_built_by_hand() {
+        let mut args =
+            Args::try_parse_from(["hub", "--redis-url", "redis://127.0.0.1:1/"]).unwrap();
+        args.redis_cluster = vec!["redis://127.0.0.1:1".to_owned()];
+        let err = super::broker(&args).await.unwrap_err().to_string();
+        assert!(err.contains("--redis-url and --redis-cluster"), "{err}");
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[tokio::test]
+    async fn redis_cluster_needs_the_redis_feature() {
+        let args = Args::try_parse_from(["hub", "--redis-cluster", "redis://127.0.0.1:1"]).unwrap();
+        let err = super::broker(&args).await.unwrap_err().to_string();
+        assert!(err.contains("--redis-cluster"), "{err}");
+        assert!(err.contains("`redis` feature"), "{err}");
     }
 }

@@ -13,7 +13,7 @@
 //!   selector, updates as forms, private updates by the subscriber's JWT claims, resume with
 //!   `Last-Event-ID` (see the README's "Use it as a Mercure hub").
 //! - `GET /healthz`: `ok` (liveness). `GET /readyz`: `ready`, or `503` while the hub drains or
-//!   its backend is unreachable (see [`ready`]).
+//!   its backend (or a shard of a Redis Cluster) is unreachable, saying which (see [`ready`]).
 //! - `GET /metrics`: Prometheus text format (see [`tower_sse::metrics`]); with `--token`, it needs
 //!   the token too, as metrics name channels. With `--metrics-bind ADDR`, on that address
 //!   only.
@@ -26,7 +26,9 @@
 //!
 //! Backends: in process by default; `--redis-url URL` shares channels, ids and history with
 //! other hubs on that Redis; `--flask-sse-redis URL` serves what a Flask app's flask-sse
-//! `sse.publish()` sends to that Redis, and publishes in its format (see [`broker`]).
+//! `sse.publish()` sends to that Redis, and publishes in its format; `--redis-cluster URL`
+//! (repeatable) spreads channels over a Redis Cluster's shards, ids per channel (see
+//! [`broker`]).
 //!
 //! The token goes in `Authorization: Bearer SECRET`, or in the `access_token` query parameter
 //! for `EventSource`, which can't set headers ([RFC 6750 §2.3]).

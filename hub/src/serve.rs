@@ -163,8 +163,9 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
     protect::check(&args, publisher_key, &addrs)?;
     // The environment as the crate reads it, also without the `redis` feature, so that a URL
     // there is refused, not ignored; not with `--flask-sse-redis`, which says which Redis and
-    // how, where a Flask app's `REDIS_URL` (flask-sse's name) is expected (see `redis_url`).
-    if args.flask_sse_redis.is_none() {
+    // how, where a Flask app's `REDIS_URL` (flask-sse's name) is expected (see `redis_url`),
+    // nor with `--redis-cluster`, which names the backend too.
+    if args.flask_sse_redis.is_none() && args.redis_cluster.is_empty() {
         args.redis_url = redis_url(args.redis_url, tower_sse::redis::url_from_env(), None);
     }
     metrics();
@@ -187,6 +188,8 @@ pub async fn run(mut args: Args) -> Result<(), Box<dyn Error>> {
         metrics = ?metrics_addr,
         redis = args.redis_url.is_some(),
         flask_sse = args.flask_sse_redis.is_some(),
+        // How many seeds, never their URLs (passwords).
+        redis_cluster = args.redis_cluster.len(),
         token = args.token.is_some(),
         jwt_publisher = publisher_key,
         jwt_subscriber = rights.as_ref().is_some_and(Rights::has_subscriber),
