@@ -48,7 +48,8 @@
 //!      'http://127.0.0.1:8080/publish?channel=news&event=greeting'
 //! ```
 //!
-//! Logs: `RUST_LOG` (default `info`; `debug` shows subscribe and unsubscribe).
+//! Logs: `RUST_LOG` (default `info`, with the redis crate's per-reconnect cluster warnings
+//! quieted; `debug` shows subscribe and unsubscribe).
 //!
 //! With `--tls-cert` and `--tls-key`, HTTPS, and HTTP/2 when ALPN selects it, so that a page's
 //! `EventSource`s share one connection instead of 6 per origin; without, HTTP/1.1 and h2c. See
@@ -109,7 +110,11 @@ pub use self::{
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The redis crate warns on each of its reconnect attempts to a cluster node that is
+        // down, hundreds a second; the hub says what is down itself (`/readyz`, its warnings).
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,redis::cluster_handling=error")
+        });
     tracing_subscriber::fmt().with_env_filter(filter).init();
     let ran = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
