@@ -72,7 +72,7 @@ pub struct Args {
     )]
     pub flask_sse_redis: Option<String>,
     /// A node of a Redis Cluster to spread channels over (needs the `redis` feature), as
-    /// redis://[:password@]host:port or rediss:// (TLS); repeatable, a comma-separated list in
+    /// `redis://[:password@]host:port` or `rediss://` (TLS); repeatable, a comma-separated list in
     /// the environment. Each channel lives on one shard, with ids of its own; one event goes
     /// to one channel. Run the cluster with `cluster-require-full-coverage no`. Not with
     /// --redis-url nor --flask-sse-redis; $SSE_REDIS_URL and $REDIS_URL are then not read.
