@@ -45,7 +45,13 @@ struct Node {
 pub struct RedisCluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    /// One cluster at a time in a test process: several at once, with their elections, on a
+    /// busy 2-core machine, make a failover take longer than [`SETTLE`].
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// Whose turn it is to run a cluster.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl RedisCluster {
     /// Starts `masters` (at least 3, as `redis-cli --cluster create` wants) masters with
@@ -87,6 +93,7 @@ impl RedisCluster {
             std::fs::create_dir_all(&dir).expect("create the cluster's folder");
             let ports = free_ports(2 * count);
             let mut cluster = RedisCluster {
+                _turn: TURN.lock().await,
                 dir,
                 nodes: (0..count)
                     .map(|i| Node {
