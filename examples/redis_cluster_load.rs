@@ -57,7 +57,10 @@ mod load {
 
     use tokio::{sync::mpsc, task::JoinHandle};
     use tower_sse::{Broker, Event};
-    use tower_sse_test_support::{redis_cluster::RedisCluster, redis_server::RedisServer};
+    use tower_sse_test_support::{
+        redis_cluster::{RedisCluster, channel_key},
+        redis_server::RedisServer,
+    };
 
     type Error = Box<dyn std::error::Error>;
 
@@ -175,17 +178,6 @@ mod load {
         Broker::builder()
             .history(config.history)
             .buffer(config.events / CHANNELS + 64)
-    }
-
-    /// The sharded channel of `channel` (the cluster module's keys: the hash tag is the 64-bit
-    /// FNV-1a of the name, in hex), to find its shard.
-    fn channel_key(channel: &str) -> String {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in channel.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("tower-sse:{{{hash:016x}}}:channel:{channel}")
     }
 
     async fn bounded<T>(

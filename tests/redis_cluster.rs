@@ -15,7 +15,7 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 use reader::{Reader, channels};
 use support::{
     guard,
-    redis_cluster::{RedisCluster, query, redis_cluster},
+    redis_cluster::{RedisCluster, channel_key, query, redis_cluster},
 };
 use tower_sse::{Broker, Event, PublishError, Resume, redis::cluster};
 
@@ -25,17 +25,6 @@ async fn connect(cluster: &RedisCluster, history: usize) -> Broker {
     cluster::connect(Broker::builder().history(history), &seeds)
         .await
         .expect("connect to the cluster")
-}
-
-/// The sharded channel of `channel`, as the module docs give its keys: the hash tag is the
-/// 64-bit FNV-1a of the name, in hex.
-fn channel_key(channel: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in channel.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("tower-sse:{{{hash:016x}}}:channel:{channel}")
 }
 
 /// One channel per master: `(name, master)`, each named `{prefix}{i}` for the first `i` that

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 use reqwest::StatusCode;
 use tower_sse_test_support::{
     guard,
-    redis_cluster::{RedisCluster, query, redis_cluster},
+    redis_cluster::{RedisCluster, channel_key, query, redis_cluster},
     send, text,
 };
 
@@ -33,17 +33,6 @@ async fn hub(cluster: &RedisCluster, as_list: bool) -> HubProcess {
         }
     }
     HubProcess::start(&args).await
-}
-
-/// The sharded channel of `channel` (the library's `redis::cluster` docs): the hash tag is the
-/// 64-bit FNV-1a of the name, in hex.
-fn channel_key(channel: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in channel.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("tower-sse:{{{hash:016x}}}:channel:{channel}")
 }
 
 /// One channel per master: `(name, slot, master)`, each named `{prefix}{i}` for the first `i`

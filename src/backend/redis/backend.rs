@@ -18,7 +18,7 @@ use super::{
     connection::{self, REQUEST_TIMEOUT},
     feed::Numbered,
     subscriber::{Subscriber, Subscriptions},
-    wire::{channel_key, clock_key, history_key, ids_key, parse_message, repeat_key, seq_key},
+    wire::{channel_key, clock_key, history_key, ids_key, read_replay, repeat_key, seq_key},
 };
 use crate::{
     backend::{Backend, BoxFuture, Replay},
@@ -141,36 +141,9 @@ impl RedisBackend {
         let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn))
             .await
             .map_err(|_| format!("no answer from Redis within {REQUEST_TIMEOUT:?}"))??;
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(n)) => Some(*n),
-            _ => None,
-        };
-        let (Some(snapshot), Some(complete), Some(after)) =
-            (int(reply.first()), int(reply.get(1)), int(reply.get(2)))
-        else {
-            return Err("unexpected replay reply from Redis".into());
-        };
-        let snapshot = u64::try_from(snapshot).unwrap_or(0);
+        let (snapshot, replay) = read_replay(&reply, "Redis")?;
         self.seen.fetch_max(snapshot, Ordering::Relaxed);
-        let Ok(after) = u64::try_from(after) else {
-            return Ok(Replay::default());
-        };
-        let mut messages: Vec<_> = reply[3..]
-            .iter()
-            .filter_map(|v| match v {
-                Value::BulkString(bytes) => parse_message(bytes),
-                _ => None,
-            })
-            .collect();
-        messages.sort_by_key(|m| m.seq);
-        // An event published to several of the channels is in each one's history.
-        messages.dedup_by_key(|m| m.seq);
-        Ok(Replay {
-            after: Some(after),
-            complete: complete == 1,
-            snapshot,
-            events: messages.into_iter().map(|m| m.bytes).collect(),
-        })
+        Ok(replay)
     }
 }
 

@@ -18,8 +18,13 @@
 //! [`event::finish`](crate::event::finish) adds when the message is read, as for any event.
 
 use bytes::BytesMut;
+use redis::Value;
 
-use crate::{backend::Message, event};
+use crate::{
+    backend::{Message, Replay},
+    error::BoxError,
+    event,
+};
 
 const PREFIX: &str = "tower-sse";
 
@@ -74,6 +79,41 @@ pub(super) fn parse_message(message: &[u8]) -> Option<Message> {
         bytes: event::finish(buf, Some(id)),
         id: given.then(|| id.into()),
     })
+}
+
+/// Reads what `replay.lua` answers, `{snapshot, complete, after, messages...}`, from `who`
+/// (for the error): the counter it read, and the replay, empty for an id it did not know. An
+/// event published to several of the channels is in each one's history: replayed once.
+pub(super) fn read_replay(reply: &[Value], who: &str) -> Result<(u64, Replay), BoxError> {
+    let int = |v: Option<&Value>| match v {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    let (Some(snapshot), Some(complete), Some(after)) =
+        (int(reply.first()), int(reply.get(1)), int(reply.get(2)))
+    else {
+        return Err(format!("unexpected replay reply from {who}").into());
+    };
+    let snapshot = u64::try_from(snapshot).unwrap_or(0);
+    let Ok(after) = u64::try_from(after) else {
+        return Ok((snapshot, Replay::default()));
+    };
+    let mut messages: Vec<_> = reply[3..]
+        .iter()
+        .filter_map(|v| match v {
+            Value::BulkString(bytes) => parse_message(bytes),
+            _ => None,
+        })
+        .collect();
+    messages.sort_by_key(|m| m.seq);
+    messages.dedup_by_key(|m| m.seq);
+    let replay = Replay {
+        after: Some(after),
+        complete: complete == 1,
+        snapshot,
+        events: messages.into_iter().map(|m| m.bytes).collect(),
+    };
+    Ok((snapshot, replay))
 }
 
 fn split_line(bytes: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -418,6 +418,18 @@ macro_rules! redis_cluster {
 }
 pub use redis_cluster;
 
+/// The sharded pub/sub channel of tower-sse's channel `channel` on a cluster (the library's
+/// `redis::cluster` docs: the hash tag is the 64-bit FNV-1a of the name, in hex), to find the
+/// shard it lives on: `node_for_slot(RedisCluster::slot_of(channel_key(name)))`.
+pub fn channel_key(channel: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in channel.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("tower-sse:{{{hash:016x}}}:channel:{channel}")
+}
+
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

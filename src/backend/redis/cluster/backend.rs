@@ -24,7 +24,7 @@ use crate::{
         Backend, BoxFuture, Replay,
         redis::{
             connection::{self, REQUEST_TIMEOUT},
-            wire::parse_message,
+            wire::read_replay,
         },
     },
     channel::ChannelError,
@@ -201,37 +201,16 @@ impl ClusterBackend {
         let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn))
             .await
             .map_err(|_| format!("no answer from Redis Cluster within {REQUEST_TIMEOUT:?}"))??;
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(n)) => Some(*n),
-            _ => None,
-        };
-        let (Some(snapshot), Some(complete), Some(after)) =
-            (int(reply.first()), int(reply.get(1)), int(reply.get(2)))
-        else {
-            return Err("unexpected replay reply from Redis Cluster".into());
-        };
-        let Ok(after) = u64::try_from(after) else {
-            return Ok(Replay::default());
+        let (_, mut replay) = read_replay(&reply, "Redis Cluster")?;
+        let Some(after) = replay.after else {
+            return Ok(replay);
         };
         // From before a loss of the shard's data: the events after it are gone.
         let lost: Option<u64> = timeout(REQUEST_TIMEOUT, conn.get(lost_key(channel)))
             .await
             .map_err(|_| format!("no answer from Redis Cluster within {REQUEST_TIMEOUT:?}"))??;
-        let complete = complete == 1 && lost.is_none_or(|floor| after > floor);
-        let mut messages: Vec<_> = reply[3..]
-            .iter()
-            .filter_map(|v| match v {
-                Value::BulkString(bytes) => parse_message(bytes),
-                _ => None,
-            })
-            .collect();
-        messages.sort_by_key(|m| m.seq);
-        Ok(Replay {
-            after: Some(after),
-            complete,
-            snapshot: u64::try_from(snapshot).unwrap_or(0),
-            events: messages.into_iter().map(|m| m.bytes).collect(),
-        })
+        replay.complete &= lost.is_none_or(|floor| after > floor);
+        Ok(replay)
     }
 
     async fn ensure(&self, channels: &[Arc<str>]) -> Result<(), BoxError> {
