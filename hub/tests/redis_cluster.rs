@@ -1,5 +1,6 @@
 //! Issue 21: hub binaries (as shipped, built with the `redis` feature) on a private Redis
-//! Cluster of 3 masters without replicas (`--redis-cluster`), started by the test with
+//! Cluster of 3 masters (with a replica each for the failover; `--redis-cluster`), started by
+//! the test with
 //! `redis-server --cluster-enabled yes`. Without `redis-server` the tests say so on stderr and
 //! pass, unless `TOWER_SSE_REQUIRE_REDIS=1`.
 #![cfg(feature = "redis")]
@@ -339,5 +340,64 @@ async fn redis_cluster_with_another_backend_is_refused() {
     assert_eq!(exited.status.code(), Some(1), "{exited:?}");
     for output in [&exited.stderr, &exited.stdout] {
         assert!(!output.contains("hunter2"), "{output}");
+    }
+}
+
+/// A master with a replica dies under two hubs: once its replica took over, B's stream on its
+/// channel goes on with every event A's `POST /publish` answered `200` for (retried with the
+/// same `id` after a `503` or `504`, so published once), in order and once each; a channel on
+/// another shard never stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_under_two_hubs_loses_nothing() {
+    let mut cluster = redis_cluster!(3, 1);
+    let a = hub(&cluster, false).await;
+    let b = hub(&cluster, true).await;
+    let shards = one_per_shard(&cluster, "orders.").await;
+    let (doomed, master) = (shards[0].0.clone(), shards[0].2);
+    let other = shards[1].0.clone();
+    let mut stream = b.subscribe(&format!("channel={doomed}"), None).await;
+    let mut steady = b.subscribe(&format!("channel={other}"), None).await;
+    let (mut sent, mut steady_sent) = (Vec::new(), Vec::new());
+    let publisher = async {
+        for i in 0..40 {
+            let query = format!("channel={doomed}&id=o{i}");
+            loop {
+                let res = send(a.post(&query, format!("e{i}"))).await;
+                let status = res.status();
+                if status == StatusCode::OK {
+                    sent.push((format!("o{i}"), format!("e{i}")));
+                    break;
+                }
+                assert!(status.is_server_error(), "{status}: {}", text(res).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let (status, body) = try_publish(&a, &other, &format!("s{i}")).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "the other shard never stops: {body}"
+            );
+            let id: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            steady_sent.push((
+                id["id"].as_str().expect("an id").to_owned(),
+                format!("s{i}"),
+            ));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let failover = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        cluster.kill(master);
+        cluster.wait_failover(master).await;
+    };
+    guard("publish through a failover", async {
+        tokio::join!(publisher, failover)
+    })
+    .await;
+    for expected in &sent {
+        assert_eq!(&event(&stream.next().await), expected);
+    }
+    for expected in &steady_sent {
+        assert_eq!(&event(&steady.next().await), expected);
     }
 }
