@@ -1,8 +1,7 @@
 //! Issue 21: hub binaries (as shipped, built with the `redis` feature) on a private Redis
 //! Cluster of 3 masters (with a replica each for the failover; `--redis-cluster`), started by
-//! the test with
-//! `redis-server --cluster-enabled yes`. Without `redis-server` the tests say so on stderr and
-//! pass, unless `TOWER_SSE_REQUIRE_REDIS=1`.
+//! the test with `redis-server --cluster-enabled yes`. Without `redis-server` the tests say so
+//! on stderr and pass, unless `TOWER_SSE_REQUIRE_REDIS=1`.
 #![cfg(feature = "redis")]
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
