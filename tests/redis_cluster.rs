@@ -264,3 +264,36 @@ async fn a_shard_down_stops_its_channels_only_and_recovers() {
     let resumed = b.resume(&channels(&b, doomed), &before).await.unwrap();
     assert_eq!(resumed.resume(), Resume::Gap);
 }
+
+/// A reshard moves a channel's slot to another master: B's stream on it follows (Redis ends
+/// the old shard's subscription; the instance subscribes on the new owner and backfills), and
+/// every event, before, during and after the move, arrives once and in order.
+#[tokio::test]
+async fn a_moved_slot_is_followed() {
+    let cluster = redis_cluster!(3, 0);
+    let a = connect(&cluster, 100).await;
+    let b = connect(&cluster, 100).await;
+    let shards = one_per_shard(&cluster, "moving.").await;
+    let (channel, from) = (&shards[0].0, shards[0].1);
+    let to = shards[1].1;
+    let mut stream = Reader::subscribe(&b, channel).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let id = publish(&a, channel, &format!("e{i}")).await;
+        sent.push(frame(&format!("e{i}"), &id));
+    }
+    let slot = RedisCluster::slot_of(channel_key(channel));
+    cluster.move_slot(slot, to).await;
+    assert_eq!(cluster.node_for_slot(slot).await, to, "moved from {from}");
+    for i in 5..10 {
+        let id = publish(&a, channel, &format!("e{i}")).await;
+        sent.push(frame(&format!("e{i}"), &id));
+    }
+    assert_eq!(receive(&mut stream, sent.len()).await, sent);
+    stream.assert_idle();
+    assert_eq!(
+        shardnumsub(to, channel).await,
+        1,
+        "subscribed on the new owner"
+    );
+}

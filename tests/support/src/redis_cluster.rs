@@ -214,6 +214,48 @@ impl RedisCluster {
         );
     }
 
+    /// Moves `slot`, with its keys, to master `to` (a reshard of one slot, as
+    /// `redis-cli --cluster reshard` does it: `IMPORTING`/`MIGRATING`, `MIGRATE` of its keys,
+    /// then `SETSLOT ... NODE` on every master), and waits until the cluster is settled.
+    pub async fn move_slot(&self, slot: u16, to: SocketAddr) {
+        let from = self.node_for_slot(slot).await;
+        let id = |addr: SocketAddr| async move {
+            query::<String>(addr, redis::cmd("CLUSTER").arg("MYID"))
+                .await
+                .expect("CLUSTER MYID")
+        };
+        let (from_id, to_id) = (id(from).await, id(to).await);
+        let setslot = |state: &'static str, node: String| {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("SETSLOT").arg(slot).arg(state).arg(node);
+            cmd
+        };
+        let _: Option<()> = query(to, &setslot("IMPORTING", from_id.clone())).await;
+        let _: Option<()> = query(from, &setslot("MIGRATING", to_id.clone())).await;
+        loop {
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("GETKEYSINSLOT").arg(slot).arg(100);
+            let keys: Vec<String> = query(from, &cmd).await.expect("GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = redis::cmd("MIGRATE");
+            migrate
+                .arg(to.ip().to_string())
+                .arg(to.port())
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys);
+            let _: Option<String> = query(from, &migrate).await;
+        }
+        for master in self.masters().await {
+            let _: Option<()> = query(master, &setslot("NODE", to_id.clone())).await;
+        }
+        self.wait_ok().await;
+    }
+
     /// Waits until the cluster is settled: every live node says `cluster_state:ok`, sees all
     /// 16384 slots served by live masters and the same slot map as the others, flags no live
     /// node as failing, and every live replica's link to its master is up. Panics after
