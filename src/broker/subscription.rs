@@ -494,44 +494,49 @@ fn coalesce(
     taken: &mut Vec<(usize, Arc<Entry>)>,
     max_bytes: usize,
 ) -> Bytes {
-    let several = cursors.len() > 1;
-    if several {
+    if cursors.len() > 1 {
         taken.sort_by_key(|(_, entry)| entry.seq);
+        // An event sent already, from another of its channels, or twice in this batch: the
+        // copy is passed over.
+        let mut last = *last_seq;
+        taken.retain(|(index, entry)| {
+            if entry.seq <= last {
+                cursors[*index].pos += 1;
+                return false;
+            }
+            last = entry.seq;
+            true
+        });
     }
-    let mut buf = BytesMut::new();
-    let mut single = None;
-    let (mut count, mut len, mut used) = (0, 0, 0);
-    for (index, entry) in taken.iter() {
-        if several && entry.seq <= *last_seq {
-            // Sent already, from another of its channels.
-            cursors[*index].pos += 1;
-            used += 1;
-            continue;
-        }
+    let mut count = 0;
+    let mut len = 0;
+    for (_, entry) in taken.iter() {
         if count > 0 && len + entry.bytes.len() > max_bytes {
             break;
         }
-        match count {
-            0 => single = Some(entry.bytes.clone()),
-            1 => {
-                buf.extend_from_slice(single.as_ref().map_or(&[][..], |b| &b[..]));
-                buf.extend_from_slice(&entry.bytes);
-            }
-            _ => buf.extend_from_slice(&entry.bytes),
-        }
         count += 1;
         len += entry.bytes.len();
-        used += 1;
-        *last_seq = entry.seq;
-        cursors[*index].pos += 1;
     }
-    taken.drain(..used);
+    let bytes = match count {
+        0 => Bytes::new(),
+        1 => taken[0].1.bytes.clone(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(len);
+            for (_, entry) in &taken[..count] {
+                buf.extend_from_slice(&entry.bytes);
+            }
+            buf.freeze()
+        }
+    };
+    if let Some((_, entry)) = count.checked_sub(1).map(|i| &taken[i]) {
+        *last_seq = entry.seq;
+    }
+    for (index, _) in taken.drain(..).take(count) {
+        cursors[index].pos += 1;
+    }
     shared.metrics.delivered.increment(count as u64);
     taken.clear();
-    match count {
-        1 => single.unwrap_or_default(),
-        _ => buf.freeze(),
-    }
+    bytes
 }
 
 #[cfg(test)]
