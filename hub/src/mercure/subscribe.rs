@@ -131,22 +131,24 @@ async fn try_subscribe(mercure: &Mercure, parts: &Parts) -> Result<Response, Res
 fn plan(topics: &[String], claims: Option<&Claims>) -> Result<(Vec<String>, Vec<Route>), String> {
     let mut names = Vec::new();
     let mut keys = Vec::new();
-    let compile = |s: &str| Selector::parse(s).map_err(|err| format!("topic {s:?}: {err}"));
-    for topic in topics {
-        compile(topic)?;
+    let selectors = topics
+        .iter()
+        .map(|s| Selector::parse(s).map_err(|err| format!("topic {s:?}: {err}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The claims that compile: a malformed one allows nothing.
+    let allowed: Vec<(&String, Selector)> = claims
+        .and_then(Claims::subscribe)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|claim| Some((claim, Selector::parse(claim).ok()?)))
+        .collect();
+    for (topic, selector) in topics.iter().zip(&selectors) {
         if is_exact(topic) {
             names.push(topic.clone());
         } else {
             keys.push(RouteKey::Public(topic.as_str().into()));
         }
-    }
-    let allowed = claims.and_then(Claims::subscribe).unwrap_or_default();
-    for topic in topics {
-        let selector = compile(topic)?;
-        for claim in allowed {
-            let Ok(claim_selector) = Selector::parse(claim) else {
-                continue;
-            };
+        for (claim, claim_selector) in &allowed {
             if is_exact(topic) {
                 // The private updates of this topic, when the claim allows it.
                 if claim_selector.matches(topic) {
@@ -156,7 +158,7 @@ fn plan(topics: &[String], claims: Option<&Claims>) -> Result<(Vec<String>, Vec<
                 if selector.matches(claim) {
                     names.push(private(claim));
                 }
-            } else if claim == "*" || claim == topic {
+            } else if *claim == "*" || *claim == topic {
                 keys.push(RouteKey::Private(topic.as_str().into(), "*".into()));
             } else {
                 keys.push(RouteKey::Private(
