@@ -147,6 +147,20 @@ mod subscriber;
 #[cfg(feature = "redis")]
 mod wire;
 
+/// The reader of tower-sse's messages as they come from Redis (pub/sub, histories, replays),
+/// for the fuzz target `redis_message` alone: `cargo fuzz` builds with `--cfg fuzzing`
+/// (fuzz/README.md).
+#[cfg(all(feature = "redis", fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A message `{seq}\n{g|a}{id}\n{head}` read: its sequence number, the publisher's id
+    /// (`None`: the id is the number) and the encoded event; `None` when unreadable.
+    pub fn read(message: &[u8]) -> Option<(u64, Option<String>, bytes::Bytes)> {
+        let message = super::wire::parse_message(message)?;
+        Some((message.seq, message.id.map(String::from), message.bytes))
+    }
+}
+
 #[cfg(feature = "redis")]
 use std::sync::Arc;
 
