@@ -18,14 +18,20 @@ fuzz_target!(|message: &[u8]| {
         return;
     };
     let first = message.split(|b| *b == b'\n').next().unwrap_or_default();
-    assert_eq!(std::str::from_utf8(first).ok().and_then(|s| s.parse().ok()), Some(seq));
+    assert_eq!(
+        std::str::from_utf8(first).ok().and_then(|s| s.parse().ok()),
+        Some(seq)
+    );
     assert!(bytes.ends_with(b"\n\n"), "{bytes:?}");
     let id = given.clone().unwrap_or_else(|| {
         let line = message.split(|b| *b == b'\n').nth(1).unwrap_or_default();
         String::from_utf8_lossy(&line[1..]).into_owned()
     });
     let id_line = format!("id: {id}\n\n");
-    assert!(bytes.ends_with(id_line.as_bytes()), "{bytes:?} without {id_line:?}");
+    assert!(
+        bytes.ends_with(id_line.as_bytes()),
+        "{bytes:?} without {id_line:?}"
+    );
     // Written again as the script writes it: the head is the frame without its id line.
     let head = &bytes[..bytes.len() - id_line.len()];
     let flag = if given.is_some() { "g" } else { "a" };
