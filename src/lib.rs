@@ -97,6 +97,7 @@ pub mod broker;
 pub mod channel;
 pub mod error;
 pub mod event;
+mod fnv;
 pub mod metrics;
 mod random;
 mod rate_limited;

@@ -102,8 +102,17 @@ async fn two_instances_share_channels_on_every_shard() {
         assert_eq!(single[i].next().await, frame(&format!("first on {i}"), "1"));
         expected.insert(frame(&format!("first on {i}"), "1"));
     }
-    let got: BTreeSet<String> = all.take(names.len()).await.into_iter().collect();
+    let mut got = BTreeSet::new();
+    for _ in 0..names.len() {
+        got.insert(all.event().await);
+    }
     assert_eq!(got, expected);
+    // After the last, the stream's positions: one in each channel.
+    let last = all.next().await;
+    assert!(
+        positions(&last).is_some_and(|id| id.ends_with(".1.1.1")),
+        "{last}"
+    );
     all.assert_idle();
 
     // Many streams of one channel on B, one sharded subscription per instance.
@@ -136,6 +145,130 @@ async fn two_instances_share_channels_on_every_shard() {
         "{refused:?}"
     );
     drop(more);
+}
+
+/// Whether `frame` is a stream's positions: an `id:` of the positions kind and no data.
+fn positions(frame: &str) -> Option<&str> {
+    let id = frame.strip_prefix("id: ~")?.strip_suffix("\n\n")?;
+    (!id.contains('\n')).then_some(&frame[4..frame.len() - 2])
+}
+
+/// The ids of `frames`, channel by channel (the data starts with the channel's name): each
+/// channel's must increase.
+fn assert_in_order_per_channel(frames: &[String], names: &[&str]) {
+    for name in names {
+        let ids: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.starts_with(&format!("data: {name} ")))
+            .map(|f| f.lines().nth(1).unwrap()["id: ".len()..].parse().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{name}: {ids:?}");
+    }
+}
+
+/// A stream over channels of every shard tells its position in each after each batch (an
+/// `id:` without data, which an `EventSource` keeps as its last id, and dispatches nothing
+/// for), and resumes from those positions on another instance: each channel from its own
+/// history, nothing lost, nothing twice, in order per channel. A live start tells where it
+/// starts; `earliest` replays every channel's history; the positions of another list of
+/// channels are unknown.
+#[tokio::test]
+async fn a_stream_over_several_shards_resumes_from_its_positions() {
+    let cluster = redis_cluster!(3, 0);
+    let a = connect(&cluster, 100).await;
+    let b = connect(&cluster, 100).await;
+    let shards = one_per_shard(&cluster, "pos.").await;
+    let names: Vec<&str> = shards.iter().map(|(n, _)| n.as_str()).collect();
+    let list = names.join(",");
+    let mut published = Vec::new();
+    let data = format!("{} before", names[0]);
+    published.push(frame(&data, &publish(&a, names[0], &data).await));
+
+    let sub = b.subscribe(&channels(&b, &list)).await.expect("subscribe");
+    let start = sub
+        .last_event_id()
+        .expect("a live start is told")
+        .to_owned();
+    assert!(start.ends_with(".1.0.0"), "{start}");
+    let mut stream = Reader::new(sub);
+    assert_eq!(
+        stream.next().await,
+        format!("id: {start}\n\n"),
+        "told first"
+    );
+    for round in 0..2 {
+        for name in &names {
+            let data = format!("{name} {round}");
+            published.push(frame(&data, &publish(&a, name, &data).await));
+        }
+    }
+    // Three events or more, up to the positions after them: there the connection is lost.
+    let mut seen = Vec::new();
+    let resume_from = loop {
+        let next = stream.next().await;
+        match positions(&next) {
+            Some(id) if seen.len() >= 3 => break id.to_owned(),
+            Some(_) => {}
+            None => seen.push(next),
+        }
+    };
+    assert_eq!(stream.last_id(), Some(&*resume_from));
+    drop(stream);
+    for name in &names {
+        let data = format!("{name} away");
+        published.push(frame(&data, &publish(&a, name, &data).await));
+    }
+
+    // On the other instance, which has no subscription of these channels yet.
+    let sub = a
+        .resume(&channels(&a, &list), &resume_from)
+        .await
+        .expect("resume");
+    assert_eq!(sub.resume(), Resume::Complete);
+    assert_eq!(sub.last_event_id(), Some(&*resume_from));
+    let mut resumed = Reader::new(sub);
+    let missed = published.len() - 1 - seen.len();
+    let mut got = Vec::new();
+    for _ in 0..missed {
+        got.push(resumed.event().await);
+    }
+    let mut all: Vec<String> = seen.iter().chain(&got).cloned().collect();
+    assert_in_order_per_channel(&all, &names);
+    all.sort();
+    let mut want = published[1..].to_vec();
+    want.sort();
+    assert_eq!(all, want, "every event after the start once");
+    // Then the positions after the last of each channel.
+    let last = resumed.next().await;
+    assert!(
+        positions(&last).is_some_and(|id| id.ends_with(".4.3.3")),
+        "{last}"
+    );
+    resumed.assert_idle();
+
+    // Live events go on after the replay, told the same way.
+    let data = format!("{} live", names[2]);
+    let id = publish(&b, names[2], &data).await;
+    assert_eq!(resumed.event().await, frame(&data, &id));
+    assert!(resumed.next().await.ends_with(".4.3.4\n\n"));
+
+    // Another list of channels: unknown. Every channel's history: complete.
+    let other = b
+        .resume(&channels(&b, &names[..2].join(",")), &resume_from)
+        .await
+        .expect("resume");
+    assert_eq!(other.resume(), Resume::Unknown);
+    let earliest = b
+        .resume_earliest(&channels(&b, &list))
+        .await
+        .expect("resume earliest");
+    assert_eq!(earliest.resume(), Resume::Complete);
+    let mut earliest = Reader::new(earliest);
+    let mut everything = Vec::new();
+    for _ in 0..published.len() + 1 {
+        everything.push(earliest.event().await);
+    }
+    assert_in_order_per_channel(&everything, &names);
 }
 
 /// A master with a replica dies: after the failover its channel's stream goes on with every

@@ -127,9 +127,45 @@ async fn two_hubs_share_channels_on_every_shard() {
     }
     let mut got = BTreeSet::new();
     for _ in 0..names.len() {
-        assert!(got.insert(event(&all.next().await)), "each event once");
+        assert!(
+            got.insert(event(&all.next_event().await)),
+            "each event once"
+        );
     }
     assert_eq!(got, expected, "order across shards is not told: as sets");
+    // After them, the stream's position in each channel: an `id` without data.
+    let frame = all.next().await;
+    assert_eq!(field(&frame, "data"), None, "{frame}");
+    let positions = all.last_id.clone().expect("an id");
+    assert!(
+        positions.starts_with('~') && positions.ends_with(".1.1.1"),
+        "{positions}"
+    );
+    // The connection is lost; an event on each shard meanwhile; the reconnect (on A, with the
+    // `Last-Event-ID` an `EventSource` would send) gets them, once each, and nothing else.
+    drop(all);
+    let mut missed = BTreeSet::new();
+    for name in &names {
+        let data = format!("away on {name}");
+        let id = b.publish(&format!("channel={name}"), data.clone()).await;
+        missed.insert((id, data));
+    }
+    let mut back = a
+        .subscribe(
+            &format!("channel={}", names.join(",")),
+            Some(positions.as_bytes()),
+        )
+        .await;
+    let mut got = BTreeSet::new();
+    for _ in 0..names.len() {
+        assert!(
+            got.insert(event(&back.next_event().await)),
+            "each event once"
+        );
+    }
+    assert_eq!(got, missed);
+    let frame = back.next().await;
+    assert!(frame.ends_with(".2.2.2\n\n"), "{frame}");
 
     // One sharded subscription per hub, whatever the number of streams.
     let (first, _, owner) = &shards[0];
@@ -146,7 +182,7 @@ async fn two_hubs_share_channels_on_every_shard() {
         a.publish(&format!("channel={second}"), "second").await,
         a.publish(&format!("channel={second}"), "third").await,
     ];
-    let mut resumed = b.subscribe(&format!("channel={second}"), Some(b"1")).await;
+    let mut resumed = b.subscribe(&format!("channel={second}"), Some(b"2")).await;
     assert_eq!(
         event(&resumed.next().await),
         (ids[0].clone(), "second".into())

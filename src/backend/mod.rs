@@ -91,6 +91,30 @@ pub(crate) trait Backend: Send + Sync + 'static {
         last_event_id: &'a str,
         seq: Option<u64>,
     ) -> BoxFuture<'a, Result<Replay, BoxError>>;
+
+    /// For a backend whose channels each count their own ids (a cluster, whose channels live
+    /// on several shards): the last id of each of `channels` delivered here, once
+    /// [ensured](Backend::ensure). `None` for a backend with one numbering for every channel.
+    fn positions(&self, _channels: &[Arc<str>]) -> Option<Vec<u64>> {
+        None
+    }
+
+    /// For such a backend: the replay of each of `channels` after its own position, `after`
+    /// in the same order.
+    fn replay_each<'a>(
+        &'a self,
+        channels: &'a [Arc<str>],
+        after: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<Replay>, BoxError>> {
+        Box::pin(async move {
+            let mut replays = Vec::with_capacity(channels.len());
+            for (channel, after) in channels.iter().zip(after) {
+                let one = std::slice::from_ref(channel);
+                replays.push(self.replay(one, &after.to_string(), Some(*after)).await?);
+            }
+            Ok(replays)
+        })
+    }
 }
 
 /// One event as a backend carries it.
@@ -119,8 +143,8 @@ pub(crate) struct Replay {
     pub(crate) complete: bool,
     /// Every event up to this backend sequence number was stored when the replay was read.
     pub(crate) snapshot: u64,
-    /// The encoded events to replay, in order.
-    pub(crate) events: Vec<Bytes>,
+    /// The encoded events to replay, in order, each with its backend sequence number.
+    pub(crate) events: Vec<(u64, Bytes)>,
 }
 
 /// The broker was dropped: the backend's task can stop.

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use super::{
+    positions::{self, Positions},
     resume::{Resume, Skip, Start, find_after, parse_seq},
     shared::Shared,
-    subscription::{Cursor, Subscription},
+    subscription::{Cursor, Replayed, Subscription},
 };
 use crate::{
     backend::Backend,
@@ -138,6 +139,16 @@ pub(super) async fn join_remote(
         .ensure(channels.names())
         .await
         .map_err(SubscribeError::Backend)?;
+    let names = channels.names();
+    if names.len() > 1 && positions::fits(names.len(), shared.config.max_id_len) {
+        // Read before the positions, as `after` below.
+        let after = lock(&shared.sequencer).last;
+        if let Some(here) = backend.positions(names) {
+            let start = Positioned { here, after, start };
+            join_positions(backend, &mut subscription, names, start).await?;
+            return Ok(subscription);
+        }
+    }
     let (id, seq) = match start {
         Start::Live => return Ok(subscription),
         _ if !backend.keeps_history() => {
@@ -169,6 +180,107 @@ pub(super) async fn join_remote(
         until: replay.snapshot,
         after,
     });
-    subscription.replay = replay.events.into();
+    subscription.replay = replay
+        .events
+        .into_iter()
+        .map(|(origin, bytes)| Replayed {
+            bytes,
+            cursor: 0,
+            origin,
+        })
+        .collect();
     Ok(subscription)
+}
+
+/// Where a stream with [`Positions`] starts from.
+struct Positioned<'a> {
+    /// The position here of each channel (the last id delivered here).
+    here: Vec<u64>,
+    /// The local order number when `here` was read.
+    after: u64,
+    start: Start<'a>,
+}
+
+/// For a backend whose channels count each on its own, a stream over several: starts it at
+/// its positions (live, from here; or each channel replayed from its own history after the
+/// position a positions id gives), and tells them (see `positions.rs`).
+async fn join_positions(
+    backend: &dyn Backend,
+    subscription: &mut Subscription,
+    names: &[std::sync::Arc<str>],
+    Positioned { here, after, start }: Positioned<'_>,
+) -> Result<(), SubscribeError> {
+    // Ring entries at or before a channel's start were published before it: skipped.
+    let mut skips: Vec<Skip> = here.iter().map(|&until| Skip { until, after }).collect();
+    let mut origins = here;
+    let from = match start {
+        Start::Live => None,
+        Start::Earliest => Some(vec![0; names.len()]),
+        Start::After(id) => {
+            let from = positions::parse(id, names);
+            if from.is_none() {
+                subscription.resume = Resume::Unknown;
+            }
+            from
+        }
+    };
+    if let Some(from) = from {
+        let replays = backend
+            .replay_each(names, &from)
+            .await
+            .map_err(SubscribeError::Backend)?;
+        let (mut known, mut complete) = (0, true);
+        for (cursor, (replay, from)) in replays.into_iter().zip(from).enumerate() {
+            if replay.after.is_none() {
+                // A position this channel never had (its shard lost its data since): live,
+                // from here, and the gap told.
+                complete = false;
+                continue;
+            }
+            known += 1;
+            complete &= replay.complete;
+            let snapshot = replay.snapshot;
+            skips[cursor] = Skip {
+                until: snapshot,
+                after,
+            };
+            // Up to the counter read with the replay: what is not in it is gone (and told).
+            origins[cursor] = if replay.events.is_empty() {
+                from.max(snapshot)
+            } else {
+                from
+            };
+            let last = replay.events.len();
+            subscription
+                .replay
+                .extend(
+                    replay
+                        .events
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, (seq, bytes))| Replayed {
+                            bytes,
+                            cursor,
+                            origin: if k + 1 == last {
+                                seq.max(snapshot)
+                            } else {
+                                seq
+                            },
+                        }),
+                );
+        }
+        subscription.resume = match known {
+            0 => Resume::Unknown,
+            _ => Resume::from_complete(complete),
+        };
+    }
+    let positions = Positions::new(names, origins, skips);
+    subscription.preceding = match (start, subscription.resume) {
+        (Start::Live, _) => Some(positions.id().into()),
+        (Start::After(id), Resume::Complete) => Some(id.into()),
+        _ => None,
+    };
+    tracing::debug!(?start, resume = ?subscription.resume, "resume from positions");
+    subscription.positions = Some(Box::new(positions));
+    Ok(())
 }

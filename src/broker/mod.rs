@@ -118,6 +118,7 @@ mod drain;
 mod join;
 #[cfg(all(test, tower_sse_loom))]
 mod model;
+mod positions;
 mod resume;
 mod retention;
 mod ring;
@@ -363,6 +364,11 @@ impl Broker {
     ///   numeric ids are safe only outside that range (small numbers are);
     /// - otherwise ([`Resume::Unknown`]: a foreign id, an id from before a restart): live
     ///   events only.
+    ///
+    /// On a Redis Cluster, where each channel counts its own ids, a stream over several
+    /// channels sends its position in each after each batch (an `id:` without data, which an
+    /// `EventSource` keeps as its last event id), and resumes from those positions, each
+    /// channel from its own history (see `redis::cluster`, feature `redis`).
     ///
     /// Events are kept by the [history](BrokerBuilder::history), and while a channel has
     /// subscribers, by its [buffer](BrokerBuilder::buffer).

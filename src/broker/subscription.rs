@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 use super::{
     builder::LagPolicy,
     drain::Turn,
+    positions::Positions,
     resume::{Resume, Skip},
     ring::{Entry, Read, Ring},
     shared::Shared,
@@ -63,9 +64,13 @@ pub struct Subscription {
     /// Reused between polls: the entries taken, with the cursor each came from.
     scratch: Vec<(usize, Arc<Entry>)>,
     /// Events to send before the channels' own (a resume through the backend).
-    pub(super) replay: VecDeque<Bytes>,
+    pub(super) replay: VecDeque<Replayed>,
     /// Which ring entries were in the replay already.
     pub(super) skip: Option<Skip>,
+    /// On a backend whose channels count each on its own, for a stream over several: its
+    /// position in each, told after each batch (see `positions.rs`), and per channel what
+    /// its start skips in place of `skip`.
+    pub(super) positions: Option<Box<Positions>>,
     pub(super) resume: Resume,
     /// This stream's turn in a drain; drawn the first time it is polled after the drain
     /// started, so an idle stream costs one word until then.
@@ -83,6 +88,14 @@ pub struct Subscription {
 struct Drawn {
     turn: Turn,
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// An event of a replay, and the cursor and position it moves the stream to (for
+/// [`Positions`]).
+pub(super) struct Replayed {
+    pub(super) bytes: Bytes,
+    pub(super) cursor: usize,
+    pub(super) origin: u64,
 }
 
 /// A subscription's place in one channel.
@@ -132,6 +145,7 @@ impl Subscription {
             scratch: Vec::new(),
             replay: VecDeque::new(),
             skip: None,
+            positions: None,
             resume: Resume::Live,
             turn: None,
             done: false,
@@ -237,10 +251,14 @@ impl Subscription {
         if !self.replay.is_empty() {
             return Poll::Ready(Some(Delivery::Events(self.take_replay(max_bytes))));
         }
+        if let Some(positions) = self.positions.as_mut().filter(|p| !p.told) {
+            // Where the stream starts, so that a reconnect before its first event resumes.
+            let mut buf = BytesMut::with_capacity(positions.frame_len());
+            positions.write_frame(&mut buf);
+            return Poll::Ready(Some(Delivery::Events(buf.freeze())));
+        }
         let inner = &*self.shared;
         let data_lost_at = inner.data_lost_at.load(Ordering::Acquire);
-        let skip = self.skip;
-        let skips = |entry: &Entry| skip.is_some_and(|skip| skip.skips(entry, data_lost_at));
         loop {
             let closed = inner.closed.load(Ordering::Acquire);
             let watermark = inner.watermark.load(Ordering::Acquire);
@@ -265,6 +283,12 @@ impl Subscription {
             let mut again = false;
             let mut taken = std::mem::take(&mut self.scratch);
             for (index, cursor) in self.cursors.iter_mut().enumerate() {
+                let skip = match &self.positions {
+                    Some(positions) => Some(positions.skips[index]),
+                    None => self.skip,
+                };
+                let skips =
+                    |entry: &Entry| skip.is_some_and(|skip| skip.skips(entry, data_lost_at));
                 let read = cursor.ring.read(
                     &mut cursor.pos,
                     cursor.slot,
@@ -289,7 +313,7 @@ impl Subscription {
                     &mut self.cursors,
                     &mut self.last_seq,
                     inner,
-                    &mut taken,
+                    (&mut taken, self.positions.as_deref_mut()),
                     max_bytes,
                 );
                 self.scratch = taken;
@@ -331,15 +355,23 @@ impl Subscription {
         Some(Delivery::Events(Bytes::from(field)))
     }
 
+    /// The next replayed events, up to `max_bytes` (at least one), and the positions after
+    /// them.
     fn take_replay(&mut self, max_bytes: usize) -> Bytes {
         let mut buf = BytesMut::new();
-        while let Some(bytes) = self.replay.front() {
-            if !buf.is_empty() && buf.len() + bytes.len() > max_bytes {
+        while let Some(item) = self.replay.front() {
+            if !buf.is_empty() && buf.len() + item.bytes.len() > max_bytes {
                 break;
             }
-            buf.extend_from_slice(bytes);
+            buf.extend_from_slice(&item.bytes);
+            if let Some(positions) = &mut self.positions {
+                positions.origins[item.cursor] = item.origin;
+            }
             self.replay.pop_front();
             self.shared.metrics.delivered.increment(1);
+        }
+        if let Some(positions) = &mut self.positions {
+            positions.write_frame(&mut buf);
         }
         buf.freeze()
     }
@@ -486,12 +518,12 @@ impl Drop for Subscription {
 
 /// Joins the taken entries in order, up to `max_bytes` (at least one), and moves the cursors
 /// past the ones sent, and past those sent already from another channel (an empty result when
-/// that is all there was).
+/// that is all there was); with [`Positions`], moves them too and tells them after the events.
 fn coalesce(
     cursors: &mut [Cursor],
     last_seq: &mut u64,
     shared: &Shared,
-    taken: &mut Vec<(usize, Arc<Entry>)>,
+    (taken, positions): (&mut Vec<(usize, Arc<Entry>)>, Option<&mut Positions>),
     max_bytes: usize,
 ) -> Bytes {
     if cursors.len() > 1 {
@@ -517,13 +549,20 @@ fn coalesce(
         count += 1;
         len += entry.bytes.len();
     }
-    let bytes = match count {
-        0 => Bytes::new(),
-        1 => taken[0].1.bytes.clone(),
-        _ => {
-            let mut buf = BytesMut::with_capacity(len);
-            for (_, entry) in &taken[..count] {
+    let bytes = match (count, positions) {
+        (0, _) => Bytes::new(),
+        (1, None) => taken[0].1.bytes.clone(),
+        (_, mut positions) => {
+            let frame = positions.as_ref().map_or(0, |p| p.frame_len());
+            let mut buf = BytesMut::with_capacity(len + frame);
+            for (index, entry) in &taken[..count] {
                 buf.extend_from_slice(&entry.bytes);
+                if let Some(positions) = positions.as_deref_mut() {
+                    positions.origins[*index] = entry.origin;
+                }
+            }
+            if let Some(positions) = positions {
+                positions.write_frame(&mut buf);
             }
             buf.freeze()
         }

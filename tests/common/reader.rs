@@ -19,6 +19,8 @@ pub fn channels(broker: &Broker, list: &str) -> Channels {
 pub struct Reader {
     sub: Subscription,
     pending: VecDeque<String>,
+    /// The last `id:` read, as an `EventSource` keeps it.
+    last_id: Option<String>,
 }
 
 impl Reader {
@@ -26,6 +28,24 @@ impl Reader {
         Reader {
             sub,
             pending: VecDeque::new(),
+            last_id: None,
+        }
+    }
+
+    /// The last `id:` read, of an event or of a frame without data, as an `EventSource`
+    /// keeps it for `Last-Event-ID`.
+    pub fn last_id(&self) -> Option<&str> {
+        self.last_id.as_deref()
+    }
+
+    /// The next frame with data (what an `EventSource` dispatches); frames without data on
+    /// the way (a stream's positions) set only [`last_id`](Reader::last_id).
+    pub async fn event(&mut self) -> String {
+        loop {
+            let frame = self.next().await;
+            if frame.lines().any(|line| line.starts_with("data:")) {
+                return frame;
+            }
         }
     }
 
@@ -43,7 +63,11 @@ impl Reader {
             self.pending
                 .extend(text.split_inclusive("\n\n").map(str::to_owned));
         }
-        self.pending.pop_front().expect("an event")
+        let frame = self.pending.pop_front().expect("an event");
+        if let Some(id) = frame.lines().find_map(|line| line.strip_prefix("id: ")) {
+            self.last_id = Some(id.to_owned());
+        }
+        frame
     }
 
     pub async fn take(&mut self, n: usize) -> Vec<String> {

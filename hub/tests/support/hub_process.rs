@@ -335,6 +335,8 @@ fn strip_ansi(line: &str) -> String {
 pub struct Frames {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: Vec<u8>,
+    /// The last `id` field read, as an `EventSource` keeps it for `Last-Event-ID`.
+    pub last_id: Option<String>,
 }
 
 impl Frames {
@@ -348,6 +350,7 @@ impl Frames {
         Frames {
             body: Box::pin(res.bytes_stream()),
             buf: Vec::new(),
+            last_id: None,
         }
     }
 
@@ -362,6 +365,9 @@ impl Frames {
                     .all(|line| line.is_empty() || line.starts_with(':'))
                 {
                     continue;
+                }
+                if let Some(id) = field(&frame, "id") {
+                    self.last_id = Some(id.to_owned());
                 }
                 return Some(frame);
             }
@@ -379,6 +385,18 @@ impl Frames {
         self.try_next()
             .await
             .expect("a frame, not the end of the stream")
+    }
+
+    /// The next frame with data, what an `EventSource` dispatches: frames on the way with an
+    /// id and no data (a stream's positions on a cluster) only set [`Frames::last_id`].
+    #[allow(dead_code)] // the cluster's tests use it
+    pub async fn next_event(&mut self) -> String {
+        loop {
+            let frame = self.next().await;
+            if field(&frame, "data").is_some() {
+                return frame;
+            }
+        }
     }
 }
 

@@ -111,7 +111,7 @@ pub(super) fn read_replay(reply: &[Value], who: &str) -> Result<(u64, Replay), B
         after: Some(after),
         complete: complete == 1,
         snapshot,
-        events: messages.into_iter().map(|m| m.bytes).collect(),
+        events: messages.into_iter().map(|m| (m.seq, m.bytes)).collect(),
     };
     Ok((snapshot, replay))
 }

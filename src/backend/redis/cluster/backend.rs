@@ -176,8 +176,9 @@ impl ClusterBackend {
     }
 
     /// A resume of one channel, from its own history. Several channels are on several shards,
-    /// each with its own numbers: one id can't say where each resumes, so the resume is told
-    /// as unknown (live events only, and the client told of the gap).
+    /// each with its own numbers: one event id can't say where each resumes, so the resume is
+    /// told as unknown (live events only, and the client told of the gap). A stream over
+    /// several resumes from its positions instead ([`ClusterBackend::replay_each`]).
     async fn replay(
         &self,
         channels: &[Arc<str>],
@@ -290,5 +291,34 @@ impl Backend for ClusterBackend {
         seq: Option<u64>,
     ) -> BoxFuture<'a, Result<Replay, BoxError>> {
         Box::pin(ClusterBackend::replay(self, channels, last_event_id, seq))
+    }
+
+    /// Each channel counts its own ids: where this instance is in each is its mark.
+    fn positions(&self, channels: &[Arc<str>]) -> Option<Vec<u64>> {
+        let marks = self.shared.marks();
+        Some(
+            channels
+                .iter()
+                .map(|name| marks.get(name).copied().unwrap_or(0))
+                .collect(),
+        )
+    }
+
+    /// The channels' replays at once, each from its own shard: a resume waits for the slowest
+    /// shard, not for their sum.
+    fn replay_each<'a>(
+        &'a self,
+        channels: &'a [Arc<str>],
+        after: &'a [u64],
+    ) -> BoxFuture<'a, Result<Vec<Replay>, BoxError>> {
+        Box::pin(futures_util::future::try_join_all(
+            channels
+                .iter()
+                .zip(after)
+                .map(|(channel, after)| async move {
+                    let one = std::slice::from_ref(channel);
+                    ClusterBackend::replay(self, one, &after.to_string(), Some(*after)).await
+                }),
+        ))
     }
 }

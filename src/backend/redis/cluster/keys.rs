@@ -16,11 +16,7 @@ const PREFIX: &str = "tower-sse";
 
 /// The hash tag of `channel`, braces included.
 pub(super) fn tag(channel: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in channel.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = crate::fnv::fnv1a([channel.as_bytes()]);
     format!("{{{hash:016x}}}")
 }
 

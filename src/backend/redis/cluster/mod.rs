@@ -32,12 +32,24 @@
 //! Each channel counts its own ids (`1`, `2`, ...; its counter lives with it), so ids grow per
 //! channel and a `Last-Event-ID` resumes one channel on any instance, as on one node. There
 //! is no order across channels on different shards: a stream of several channels gets each
-//! channel's events in order, and the channels' events interleaved as they arrive here. Such
-//! a stream can't resume from one id (each channel has its own numbers): it resumes live,
-//! with the gap told ([`Resume::Unknown`](crate::Resume::Unknown)). An event is published to
-//! one channel: [`Broker::publish_to`](crate::Broker::publish_to) with several channels is
+//! channel's events in order, and the channels' events interleaved as they arrive here.
+//!
+//! One event id can't say where such a stream is in each channel, so after each batch of
+//! events it sends its positions, an `id:` with no data (`id: ~4f1c9a2b.12.0.57`: a tag of
+//! the channel list, then the last id of each channel sent). An `EventSource` dispatches no
+//! event for it and keeps it as its last event id, so its reconnect resumes every channel from
+//! its own history, on any instance: nothing lost and nothing twice, within the history. A
+//! live start sends its positions first, and [`Subscription::last_event_id`] gives them
+//! (Mercure's `Last-Event-ID` response header). Any other id resumes such a stream live, with
+//! the gap told ([`Resume::Unknown`]).
+//!
+//! An event is published to one channel: [`Broker::publish_to`] with several channels is
 //! refused ([`ChannelError::TooMany`](crate::ChannelError::TooMany), limit 1), since they
-//! may be on several shards.
+//! may be on several shards, where no one script stores and sends it everywhere at once.
+//!
+//! [`Subscription::last_event_id`]: crate::Subscription::last_event_id
+//! [`Resume::Unknown`]: crate::Resume::Unknown
+//! [`Broker::publish_to`]: crate::Broker::publish_to
 //!
 //! # Faults
 //!
