@@ -27,24 +27,13 @@ async fn connect(cluster: &RedisCluster, history: usize) -> Broker {
         .expect("connect to the cluster")
 }
 
-/// One channel per master: `(name, master)`, each named `{prefix}{i}` for the first `i` that
-/// lands on that master.
+/// One channel per master: `(name, master)`.
 async fn one_per_shard(cluster: &RedisCluster, prefix: &str) -> Vec<(String, SocketAddr)> {
-    let masters = cluster.masters().await;
-    let mut found: Vec<(String, SocketAddr)> = Vec::new();
-    for i in 0.. {
-        let name = format!("{prefix}{i}");
-        let slot = RedisCluster::slot_of(channel_key(&name));
-        let owner = cluster.node_for_slot(slot).await;
-        if !found.iter().any(|(_, m)| *m == owner) {
-            eprintln!("channel {name}: slot {slot}, on {owner}");
-            found.push((name, owner));
-        }
-        if found.len() == masters.len() {
-            return found;
-        }
-    }
-    unreachable!()
+    let found = cluster.one_channel_per_shard(prefix).await;
+    found
+        .into_iter()
+        .map(|(name, _, owner)| (name, owner))
+        .collect()
 }
 
 fn frame(data: &str, id: &str) -> String {

@@ -35,26 +35,6 @@ async fn hub(cluster: &RedisCluster, as_list: bool) -> HubProcess {
     HubProcess::start(&args).await
 }
 
-/// One channel per master: `(name, slot, master)`, each named `{prefix}{i}` for the first `i`
-/// that lands on that master.
-async fn one_per_shard(cluster: &RedisCluster, prefix: &str) -> Vec<(String, u16, SocketAddr)> {
-    let masters = cluster.masters().await;
-    let mut found: Vec<(String, u16, SocketAddr)> = Vec::new();
-    for i in 0.. {
-        let name = format!("{prefix}{i}");
-        let slot = RedisCluster::slot_of(channel_key(&name));
-        let owner = cluster.node_for_slot(slot).await;
-        if !found.iter().any(|(_, _, m)| *m == owner) {
-            eprintln!("channel {name}: slot {slot}, on {owner}");
-            found.push((name, slot, owner));
-        }
-        if found.len() == masters.len() {
-            return found;
-        }
-    }
-    unreachable!()
-}
-
 /// `(id, data)` of a frame.
 fn event(frame: &str) -> (String, String) {
     let id = field(frame, "id").unwrap_or_else(|| panic!("no id in {frame:?}"));
@@ -107,7 +87,7 @@ async fn two_hubs_share_channels_on_every_shard() {
     let logs = b.stdout();
     assert!(logs.contains("redis_cluster=3"), "{logs}");
     assert!(!logs.contains("redis://"), "{logs}");
-    let shards = one_per_shard(&cluster, "room.").await;
+    let shards = cluster.one_channel_per_shard("room.").await;
     let names: Vec<&str> = shards.iter().map(|(n, _, _)| n.as_str()).collect();
 
     let mut single = Vec::new();
@@ -222,7 +202,7 @@ async fn until_id(frames: &mut Frames, id: &str, data: &str) {
 async fn a_shard_down_stops_its_channels_only_and_recovers() {
     let mut cluster = redis_cluster!(3, 0);
     let (a, b) = tokio::join!(hub(&cluster, false), hub(&cluster, true));
-    let shards = one_per_shard(&cluster, "down.").await;
+    let shards = cluster.one_channel_per_shard("down.").await;
     let (doomed, slot, master) = (shards[0].0.as_str(), shards[0].1, shards[0].2);
     let others: Vec<&str> = shards[1..].iter().map(|(n, _, _)| n.as_str()).collect();
     let mut stream = b.subscribe(&format!("channel={doomed}"), None).await;
@@ -387,7 +367,7 @@ async fn a_failover_under_two_hubs_loses_nothing() {
     let mut cluster = redis_cluster!(3, 1);
     let a = hub(&cluster, false).await;
     let b = hub(&cluster, true).await;
-    let shards = one_per_shard(&cluster, "orders.").await;
+    let shards = cluster.one_channel_per_shard("orders.").await;
     let (doomed, master) = (shards[0].0.clone(), shards[0].2);
     let other = shards[1].0.clone();
     let mut stream = b.subscribe(&format!("channel={doomed}"), None).await;

@@ -176,6 +176,26 @@ impl RedisCluster {
         panic!("no live node of the cluster answers");
     }
 
+    /// One channel per master: `(name, slot, master)`, each named `{prefix}{i}` for the first
+    /// `i` whose sharded channel lands on that master; each is shown on stderr.
+    pub async fn one_channel_per_shard(&self, prefix: &str) -> Vec<(String, u16, SocketAddr)> {
+        let masters = self.masters().await;
+        let mut found: Vec<(String, u16, SocketAddr)> = Vec::new();
+        for i in 0.. {
+            let name = format!("{prefix}{i}");
+            let slot = RedisCluster::slot_of(channel_key(&name));
+            let owner = self.node_for_slot(slot).await;
+            if !found.iter().any(|(_, _, m)| *m == owner) {
+                eprintln!("channel {name}: slot {slot}, on {owner}");
+                found.push((name, slot, owner));
+            }
+            if found.len() == masters.len() {
+                break;
+            }
+        }
+        found
+    }
+
     /// The slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag (the bytes between
     /// the first `{` and the next `}`, if any), modulo 16384, as `CLUSTER KEYSLOT` computes it.
     pub fn slot_of(key: impl AsRef<[u8]>) -> u16 {
