@@ -27,6 +27,15 @@
 //!    publish in its own task; the wall time of `publish(..).await`, and publish-to-receive at
 //!    one more subscription on B over all 30 channels (the send time is in the data).
 //!
+//! 3. Hubs, on the cluster only: 1, then 10 brokers, each subscribing every channel (one
+//!    stream each; as many hubs holding every channel), `M / 3` events published on A, and
+//!    the Redis CPU per publish summed over the shards for each: what each further hub on a
+//!    channel costs the shards (one more push per publish).
+//! 4. One master down, on the cluster only: with one idle stream per channel on B, this
+//!    process's CPU (A and B: their redis crate reconnecting, the recovery rounds) over a few
+//!    seconds with every node up, then with the master of the first channel killed; then the
+//!    time from its restart until its channel publishes again.
+//!
 //! Everything is bounded: each phase has a deadline and the run fails past it.
 
 #[cfg(not(feature = "redis"))]
@@ -145,7 +154,7 @@ mod load {
         drop(server);
 
         eprintln!("cluster: starting 3 masters");
-        let Some(cluster) = RedisCluster::start(3, 0).await else {
+        let Some(mut cluster) = RedisCluster::start(3, 0).await else {
             return Err("redis-server or redis-cli is not installed".into());
         };
         let urls = cluster.urls();
@@ -164,12 +173,206 @@ mod load {
             }
         }
         on_cluster.shards = shards;
+        let hubs = per_hub(&config, &a, &names, &seeds, &urls).await?;
+        let outage = outage(&config, &a, &b, &names, &mut cluster).await?;
         a.close();
         b.close();
         drop(cluster);
 
         print(&config, quick, &single, &on_cluster);
+        print_hubs(&hubs);
+        outage.print();
         Ok(())
+    }
+
+    /// Redis CPU per publish, summed over the shards, with `hubs` brokers each holding every
+    /// channel (one stream each): what each further hub on a channel costs the shards.
+    struct PerHub {
+        hubs: usize,
+        events: usize,
+        cpu_us: f64,
+        busiest_us: f64,
+    }
+
+    /// HUB_COUNTS brokers (the hubs) each subscribe every channel; `events` published on A;
+    /// every node's `INFO cpu` around it.
+    async fn per_hub(
+        config: &Config,
+        a: &Broker,
+        names: &[String],
+        seeds: &[&str],
+        nodes: &[String],
+    ) -> Result<Vec<PerHub>, Error> {
+        const HUB_COUNTS: [usize; 2] = [1, 10];
+        let events = config.events / 3;
+        let mut admins = Vec::new();
+        for url in nodes {
+            admins.push(
+                redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?,
+            );
+        }
+        let mut figures = Vec::new();
+        for hubs in HUB_COUNTS {
+            let delivered = Arc::new(AtomicU64::new(0));
+            let mut brokers = Vec::new();
+            let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+            for _ in 0..hubs {
+                let hub = tower_sse::redis::cluster::connect(builder(config), seeds).await?;
+                for name in names {
+                    let mut subscription = hub
+                        .subscribe(&hub.channel_rules().channels([name])?)
+                        .await?;
+                    let delivered = delivered.clone();
+                    tasks.push(tokio::spawn(async move {
+                        while let Some(frames) = subscription.recv().await {
+                            delivered.fetch_add(frames_in(&frames), Ordering::Relaxed);
+                        }
+                    }));
+                }
+                brokers.push(hub);
+            }
+            let before = snapshot(&mut admins).await?;
+            bounded(
+                "publishing to the hubs",
+                config.phase,
+                publish_all(a, names, events, config.window),
+            )
+            .await??;
+            let target = (events * hubs) as u64;
+            settled(&delivered, target).await;
+            let after = snapshot(&mut admins).await?;
+            let cpu: Vec<f64> = before
+                .iter()
+                .zip(&after)
+                .map(|(b, a)| a.cpu - b.cpu)
+                .collect();
+            let missing = target.saturating_sub(delivered.load(Ordering::Relaxed));
+            if missing > 0 {
+                return Err(format!("{hubs} hubs: {missing} deliveries missing").into());
+            }
+            figures.push(PerHub {
+                hubs,
+                events,
+                cpu_us: cpu.iter().sum::<f64>() * 1e6 / events as f64,
+                // Each shard's share of the events is about its share of the channels: the
+                // busiest per publish it took, as above.
+                busiest_us: cpu.iter().copied().fold(0.0, f64::max) * 1e6 / events as f64,
+            });
+            for task in tasks {
+                task.abort();
+            }
+            for hub in brokers {
+                hub.close();
+            }
+        }
+        Ok(figures)
+    }
+
+    fn print_hubs(hubs: &[PerHub]) {
+        println!(
+            "\n| hubs holding every channel (cluster) | Redis CPU per publish, all shards, µs | busiest shard's CPU per publish in all, µs |"
+        );
+        println!("|---:|---:|---:|");
+        for row in hubs {
+            println!(
+                "| {} ({} events) | {:.1} | {:.1} |",
+                row.hubs, row.events, row.cpu_us, row.busiest_us
+            );
+        }
+        if let [one, many] = hubs {
+            println!(
+                "\nEach further hub on a channel: {:.2} µs of Redis CPU per publish (({:.1} - {:.1}) / {}).",
+                (many.cpu_us - one.cpu_us) / (many.hubs - one.hubs) as f64,
+                many.cpu_us,
+                one.cpu_us,
+                many.hubs - one.hubs,
+            );
+        }
+    }
+
+    /// What one master down costs this process (A and B on the cluster), and how long its
+    /// channels take to publish again once it is back.
+    struct Outage {
+        idle_cpu: f64,
+        down_cpu: f64,
+        window: Duration,
+        back_after: Duration,
+        streams: usize,
+    }
+
+    impl Outage {
+        fn print(&self) {
+            println!(
+                "\nOne master down (no replica), {} idle streams on B, one per channel: this \
+                 process (A + B) used {:.1}% of a core over {:?} while all was up, {:.1}% \
+                 while the master was down (the redis crate reconnecting, the recovery \
+                 rounds); once it was restarted, its channel published again after {:.1} s.",
+                self.streams,
+                self.idle_cpu * 100.0,
+                self.window,
+                self.down_cpu * 100.0,
+                self.back_after.as_secs_f64(),
+            );
+        }
+    }
+
+    /// This process's CPU over `window`, in cores.
+    async fn cpu_over(window: Duration) -> f64 {
+        let before = process_cpu();
+        tokio::time::sleep(window).await;
+        (process_cpu() - before) / window.as_secs_f64()
+    }
+
+    async fn outage(
+        config: &Config,
+        a: &Broker,
+        b: &Broker,
+        names: &[String],
+        cluster: &mut RedisCluster,
+    ) -> Result<Outage, Error> {
+        let window = if config.subscribers < 1_000 {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(5)
+        };
+        let mut streams = Vec::new();
+        for name in names {
+            streams.push(b.subscribe(&b.channel_rules().channels([name])?).await?);
+        }
+        let idle_cpu = cpu_over(window).await;
+        let master = cluster
+            .node_for_slot(RedisCluster::slot_of(channel_key(&names[0])))
+            .await;
+        eprintln!("cluster: killing master {master}");
+        cluster.kill(master);
+        // Its connections are found closed, and the recovery starts.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let down_cpu = cpu_over(window).await;
+        cluster.restart(master).await;
+        let back = Instant::now();
+        bounded(
+            "the master's channel publishing again",
+            config.phase,
+            async {
+                while a
+                    .publish(&names[0], Event::default().data(data('R')))
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        )
+        .await?;
+        Ok(Outage {
+            idle_cpu,
+            down_cpu,
+            window,
+            back_after: back.elapsed(),
+            streams: streams.len(),
+        })
     }
 
     fn builder(config: &Config) -> tower_sse::BrokerBuilder {

@@ -175,3 +175,29 @@ for name, args in {
     "query-too-long": (0, None, (RAW, "1" * 1025)),
 }.items():
     write("last_event_id", name, request(*args))
+
+
+# positions: channel names, one per line, a NUL, then the id. The tag is the high half of the
+# 64-bit FNV-1a of the names joined with newlines, in 8 hex digits.
+def positions_tag(names):
+    h = 0xCBF29CE484222325
+    for byte in "\n".join(names).encode():
+        h ^= byte
+        h = (h * 0x100000001B3) % 2**64
+    return f"{h >> 32:08x}"
+
+
+AB = ["a", "b"]
+THREE = ["page.0", "page.1", "page.4"]
+for name, (names, id) in {
+    "two": (AB, f"~{positions_tag(AB)}.12.0"),
+    "three": (THREE, f"~{positions_tag(THREE)}.1.1.1"),
+    "largest": (AB, f"~{positions_tag(AB)}.18446744073709551615.0"),
+    "too-large": (AB, f"~{positions_tag(AB)}.18446744073709551616.0"),
+    "leading-zero": (AB, f"~{positions_tag(AB)}.01.2"),
+    "one-short": (AB, f"~{positions_tag(AB)}.1"),
+    "other-order": (["b", "a"], f"~{positions_tag(AB)}.1.2"),
+    "upper-hex": (AB, f"~{positions_tag(AB).upper()}.1.2"),
+    "an-event-id": (AB, "12"),
+}.items():
+    write("positions", name, "\n".join(names).encode() + b"\0" + id.encode())

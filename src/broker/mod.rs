@@ -127,6 +127,26 @@ mod subscription;
 #[cfg(all(test, not(tower_sse_loom)))]
 mod tests;
 
+/// The reader and writer of a stream's positions ids (a cluster's streams over several
+/// channels), for the fuzz target `positions` alone: `cargo fuzz` builds with `--cfg fuzzing`
+/// (fuzz/README.md).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    /// Each channel's position in a positions id of `names`, as a resume reads it.
+    pub fn read_positions(id: &str, names: &[Arc<str>]) -> Option<Vec<u64>> {
+        super::positions::parse(id, names)
+    }
+
+    /// The positions id of `names` at `positions` (one each), as a stream sends it.
+    pub fn positions_id(names: &[Arc<str>], positions: Vec<u64>) -> String {
+        let skips = vec![super::resume::Skip { until: 0, after: 0 }; positions.len()];
+        super::positions::Positions::new(names, positions, skips).id()
+    }
+}
+
 /// The channel registry: publish events to channels, subscribe streams to them.
 ///
 /// Cheap to clone (an `Arc`); every clone is the same broker. See the [module
