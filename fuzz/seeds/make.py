@@ -201,3 +201,46 @@ for name, (names, id) in {
     "an-event-id": (AB, "12"),
 }.items():
     write("positions", name, "\n".join(names).encode() + b"\0" + id.encode())
+
+
+# mercure: Input { subscribe: Vec<String>, raw_query: Option<String>, last_event_id:
+# Option<String>, subscriber: Token, fields: Vec<Field>, publisher: Token }; Token has 3
+# variants (None, Signed { publish, subscribe, expired }, Raw), Field 7 (Topic, Data, Private,
+# Id, Type, Retry, Raw).
+TOPIC, DATA_FIELD, PRIVATE, ID_FIELD = range(4)
+
+
+def strings(d, items):
+    for item in items:
+        d.u8(1).string(item)
+    return d.u8(0)
+
+
+def mercure(subscribe, fields, publish=("*",)):
+    d = Data()
+    strings(d, subscribe)
+    d.bool(False).bool(False)
+    d.variant(0, 3)
+    for kind, *args in fields:
+        d.u8(1).variant(kind, 7)
+        if args:
+            d.string(args[0])
+    d.u8(0)
+    d.variant(1, 3)
+    strings(d, publish)
+    strings(d, [])
+    d.bool(False)
+    return d
+
+
+BOOK = "https://example.com/books/1"
+for name, args in {
+    "public-to-its-topic": ([BOOK], [(TOPIC, BOOK), (DATA_FIELD, "hi")]),
+    "star-gets-all": (["*"], [(TOPIC, "a"), (ID_FIELD, "x")]),
+    "private-to-anonymous": (["a"], [(TOPIC, "a"), (PRIVATE,)]),
+    "template": (["https://example.com/books/{id}"], [(TOPIC, BOOK)]),
+    "other-topic": (["b"], [(TOPIC, "a")]),
+    "alternate-topic": (["b", "a"], [(TOPIC, "a"), (TOPIC, "b")]),
+    "not-allowed": (["a"], [(TOPIC, "a")], ["b"]),
+}.items():
+    write("mercure", name, mercure(*args))
