@@ -19,6 +19,10 @@ mod hub_process;
 
 use hub_process::{Frames, HubProcess, field};
 
+/// Tokens signed with the hub's `--jwt-key`.
+#[path = "support/tokens.rs"]
+mod tokens;
+
 /// A hub on `cluster`, every node a seed: `--redis-cluster` repeated, or once as a
 /// comma-separated list.
 async fn hub(cluster: &RedisCluster, as_list: bool) -> HubProcess {
@@ -415,4 +419,60 @@ async fn a_failover_under_two_hubs_loses_nothing() {
     for expected in &steady_sent {
         assert_eq!(&event(&steady.next().await), expected);
     }
+}
+
+/// Mercure on a cluster: an update goes to one channel, so a stream of a URI template or `*`
+/// (which would make every matching update go to its route's channel too) is refused with a
+/// reason, and can't make publishes fail; an update to an exact topic reaches an exact
+/// subscriber on the other hub, and one with two topics is refused with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mercure_on_a_cluster_takes_exact_topics() {
+    let cluster = redis_cluster!(3, 0);
+    let seeds = cluster.urls().join(",");
+    let args = [
+        "--keep-alive",
+        "0",
+        "--jwt-key",
+        tokens::KEY,
+        "--redis-cluster",
+        &seeds,
+    ];
+    let a = HubProcess::start(&args).await;
+    let b = HubProcess::start(&args).await;
+    let path = "/.well-known/mercure";
+    let publisher = tokens::hs256(
+        tokens::KEY,
+        &serde_json::json!({"mercure": {"publish": ["*"]}}),
+    );
+    let publish = |hub: &HubProcess, form: &[(&str, &str)]| {
+        hub.client
+            .post(hub.url(path))
+            .bearer_auth(&publisher)
+            .form(form)
+    };
+    let book = "https://example.com/books/1";
+    for selector in ["*", "https://example.com/books/{id}"] {
+        let res = send(b.client.get(b.url(path)).query(&[("topic", selector)])).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{selector}");
+        let reason = text(res).await;
+        assert!(reason.contains("Redis Cluster"), "{reason}");
+    }
+    let res = send(b.client.get(b.url(path)).query(&[("topic", book)])).await;
+    let mut exact = Frames::new(res);
+    let res = send(publish(&a, &[("topic", book), ("data", "one")])).await;
+    let status = res.status();
+    let id = text(res).await;
+    assert_eq!(status, StatusCode::OK, "{id}");
+    let frame = exact.next_event().await;
+    assert_eq!(field(&frame, "id"), Some(&*id));
+    assert_eq!(field(&frame, "data"), Some("one"));
+    let res = send(publish(
+        &a,
+        &[("topic", book), ("topic", "other"), ("data", "x")],
+    ))
+    .await;
+    let status = res.status();
+    let reason = text(res).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
+    assert!(reason.contains("one topic"), "{reason}");
 }

@@ -65,6 +65,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Whether the backend answers now (its connection is up), for readiness checks.
     fn reachable(&self) -> bool;
 
+    /// How many channels one event may go to, when the backend limits it (see
+    /// [`Broker::publish_limit`](crate::Broker::publish_limit)).
+    fn publish_limit(&self) -> Option<usize> {
+        None
+    }
+
     /// What the backend can't reach now, each said in a line (a cluster's shards, by the
     /// channels that found them down); empty when all answers.
     fn unreachable(&self) -> Vec<String> {

@@ -644,6 +644,23 @@ impl Broker {
         self.inner.backend.is_some()
     }
 
+    /// How many channels one event may go to ([`Broker::publish_to`]), when the backend
+    /// limits it: `Some(1)` on a backend that carries each event on one channel (a Redis
+    /// Cluster, whose channels live on several shards; flask-sse's Redis, whose messages name
+    /// one); `None` when only the [channel rules](Broker::channel_rules) limit it. An app that
+    /// would send one event to several channels (Mercure's URI templates, say) can then refuse
+    /// what it can't serve up front, with a reason.
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::Broker::new().publish_limit(), None);
+    /// ```
+    pub fn publish_limit(&self) -> Option<usize> {
+        self.inner
+            .backend
+            .as_ref()
+            .and_then(|backend| backend.publish_limit())
+    }
+
     /// Whether the broker should be sent new streams: not closed, not draining, and its
     /// backend (Redis) reachable now. What a readiness check (`/readyz`) answers, so that a
     /// load balancer takes the instance out of rotation while it can't serve new streams

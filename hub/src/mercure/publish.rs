@@ -155,10 +155,24 @@ async fn try_publish(mercure: &Mercure, req: Request) -> Result<String, Response
     rules
         .channels(names.iter().map(|n| &**n))
         .map_err(|err| bad_request(format!("{err} (the topics)")))?;
-    // The routes they match, as many as there are (at most `MAX_ROUTES`).
-    mercure
-        .registry
-        .channels(&update.topics, update.private, &mut names);
+    match hub.broker.publish_limit() {
+        // No stream holds a route on such a backend (see `subscribe`).
+        Some(limit) if names.len() > limit => {
+            let most = match limit {
+                1 => "one topic".to_owned(),
+                _ => format!("{limit} topics"),
+            };
+            return Err(bad_request(format!(
+                "an update has {most} at most on this hub, whose backend (a Redis Cluster, or \
+                 flask-sse's Redis) carries each update on one channel"
+            )));
+        }
+        Some(_) => {}
+        // The routes they match, as many as there are (at most `MAX_ROUTES`).
+        None => mercure
+            .registry
+            .channels(&update.topics, update.private, &mut names),
+    }
     let channels = rules
         .clone()
         .max_channels(names.len())

@@ -75,8 +75,20 @@ async fn try_subscribe(mercure: &Mercure, parts: &Parts) -> Result<Response, Res
             .map_err(|denied| denied.into_response())?,
         None => None,
     };
-    let (names, routes) = plan(&query.topics, claims.as_ref()).map_err(bad_request)?;
     let broker = &mercure.hub.broker;
+    // A selector that is not a topic needs its route's channel to get each matching update
+    // too: one event on several channels, which such a backend can't carry. Refused here, so
+    // that no stream makes the publishes of its matches fail.
+    if broker.publish_limit().is_some() {
+        if let Some(selector) = query.topics.iter().find(|topic| !is_exact(topic)) {
+            return Err(bad_request(format!(
+                "topic {selector:?}: URI templates and \"*\" are not served by this hub, whose \
+                 backend (a Redis Cluster, or flask-sse's Redis) carries each update on one \
+                 channel; subscribe to exact topics"
+            )));
+        }
+    }
+    let (names, routes) = plan(&query.topics, claims.as_ref()).map_err(bad_request)?;
     let channels = broker
         .channel_rules()
         .channels(

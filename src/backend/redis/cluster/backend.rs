@@ -262,6 +262,11 @@ impl Backend for ClusterBackend {
         let _ = self.commands.try_send(Command::Release(channel));
     }
 
+    /// The channels of one event would be on several shards (see `publish`).
+    fn publish_limit(&self) -> Option<usize> {
+        Some(1)
+    }
+
     /// Some shard answers: one down stops only its own channels, so the instance stays in
     /// rotation (every instance would be out otherwise), and [`Backend::unreachable`] says
     /// which. Not when every channel subscribed here found its shard down.

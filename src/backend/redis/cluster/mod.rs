@@ -45,7 +45,10 @@
 //!
 //! An event is published to one channel: [`Broker::publish_to`] with several channels is
 //! refused ([`ChannelError::TooMany`](crate::ChannelError::TooMany), limit 1), since they
-//! may be on several shards, where no one script stores and sends it everywhere at once.
+//! may be on several shards, where no one script stores and sends it everywhere at once
+//! (and an event stored on some of them only would be half-published).
+//! [`Broker::publish_limit`](crate::Broker::publish_limit) says so, for an app to refuse up
+//! front what would need it.
 //!
 //! [`Subscription::last_event_id`]: crate::Subscription::last_event_id
 //! [`Resume::Unknown`]: crate::Resume::Unknown

@@ -83,6 +83,11 @@ impl Backend for FlaskBackend {
         self.subscriptions.reachable()
     }
 
+    /// flask-sse's message names no channel (see `publish`).
+    fn publish_limit(&self) -> Option<usize> {
+        Some(1)
+    }
+
     fn keeps_history(&self) -> bool {
         false
     }
