@@ -258,6 +258,27 @@ async fn a_stream_over_several_shards_resumes_from_its_positions() {
         everything.push(earliest.event().await);
     }
     assert_in_order_per_channel(&everything, &names);
+
+    // The channels of one resume share its byte budget (4 MiB), as on one node: 3 events of
+    // 1 MiB on each of two channels, 6 MiB in all, come back as one each (the newest), and the
+    // gap is told.
+    let big = one_per_shard(&cluster, "big.").await;
+    let mb = "x".repeat(1 << 20);
+    for (name, _) in &big[..2] {
+        for _ in 0..3 {
+            publish(&a, name, &mb).await;
+        }
+    }
+    let list = format!("{},{}", big[0].0, big[1].0);
+    let sub = b
+        .resume_earliest(&channels(&b, &list))
+        .await
+        .expect("resume earliest");
+    assert_eq!(sub.resume(), Resume::Gap);
+    let mut replay = Reader::new(sub);
+    assert_eq!(replay.event().await.len(), replay.event().await.len());
+    assert!(positions(&replay.next().await).is_some());
+    replay.assert_idle();
 }
 
 /// A master with a replica dies: after the failover its channel's stream goes on with every

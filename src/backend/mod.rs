@@ -106,20 +106,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
 
     /// For such a backend: the replay of each of `channels` after its own position, `after`
-    /// in the same order.
+    /// in the same order, within one resume's bounds in all. Called only when
+    /// [`positions`](Backend::positions) is `Some`; a backend with one numbering has none to
+    /// give.
     fn replay_each<'a>(
         &'a self,
-        channels: &'a [Arc<str>],
-        after: &'a [u64],
+        _channels: &'a [Arc<str>],
+        _after: &'a [u64],
     ) -> BoxFuture<'a, Result<Vec<Replay>, BoxError>> {
-        Box::pin(async move {
-            let mut replays = Vec::with_capacity(channels.len());
-            for (channel, after) in channels.iter().zip(after) {
-                let one = std::slice::from_ref(channel);
-                replays.push(self.replay(one, &after.to_string(), Some(*after)).await?);
-            }
-            Ok(replays)
-        })
+        Box::pin(std::future::ready(Err(
+            "this backend numbers every channel as one: no replay per channel".into(),
+        )))
     }
 }
 

@@ -184,6 +184,7 @@ impl ClusterBackend {
         channels: &[Arc<str>],
         last_event_id: &str,
         seq: Option<u64>,
+        budget: usize,
     ) -> Result<Replay, BoxError> {
         let [channel] = channels else {
             return Ok(Replay::default());
@@ -196,7 +197,7 @@ impl ClusterBackend {
             .arg(last_event_id)
             .arg(if seq.is_some() { "1" } else { "0" })
             .arg(self.history)
-            .arg(REPLAY_BYTES)
+            .arg(budget)
             .arg(millis(HISTORY_TTL));
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn))
@@ -295,7 +296,8 @@ impl Backend for ClusterBackend {
         last_event_id: &'a str,
         seq: Option<u64>,
     ) -> BoxFuture<'a, Result<Replay, BoxError>> {
-        Box::pin(ClusterBackend::replay(self, channels, last_event_id, seq))
+        let replay = ClusterBackend::replay(self, channels, last_event_id, seq, REPLAY_BYTES);
+        Box::pin(replay)
     }
 
     /// Each channel counts its own ids: where this instance is in each is its mark.
@@ -310,19 +312,22 @@ impl Backend for ClusterBackend {
     }
 
     /// The channels' replays at once, each from its own shard: a resume waits for the slowest
-    /// shard, not for their sum.
+    /// shard, not for their sum. They share one resume's byte budget, as the channels of one
+    /// node's replay do: one request never holds more.
     fn replay_each<'a>(
         &'a self,
         channels: &'a [Arc<str>],
         after: &'a [u64],
     ) -> BoxFuture<'a, Result<Vec<Replay>, BoxError>> {
+        let budget = REPLAY_BYTES / channels.len().max(1);
         Box::pin(futures_util::future::try_join_all(
             channels
                 .iter()
                 .zip(after)
-                .map(|(channel, after)| async move {
+                .map(move |(channel, after)| async move {
                     let one = std::slice::from_ref(channel);
-                    ClusterBackend::replay(self, one, &after.to_string(), Some(*after)).await
+                    ClusterBackend::replay(self, one, &after.to_string(), Some(*after), budget)
+                        .await
                 }),
         ))
     }
