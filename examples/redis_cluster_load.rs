@@ -31,10 +31,11 @@
 //!    stream each; as many hubs holding every channel), `M / 3` events published on A, and
 //!    the Redis CPU per publish summed over the shards for each: what each further hub on a
 //!    channel costs the shards (one more push per publish).
-//! 4. One master down, on the cluster only: with one idle stream per channel on B, this
-//!    process's CPU (A and B: their redis crate reconnecting, the recovery rounds) over a few
-//!    seconds with every node up, then with the master of the first channel killed; then the
-//!    time from its restart until its channel publishes again.
+//! 4. One master down, on the cluster only: with one idle stream on B on each of 1,000 more
+//!    channels, this process's CPU (A and B: their redis crate reconnecting, the recovery
+//!    rounds) and the commands the other masters run, over a few seconds with every node up,
+//!    then with the master of the first of those channels killed; then the time from its
+//!    restart until its channel publishes again.
 //!
 //! Everything is bounded: each phase has a deadline and the run fails past it.
 
@@ -174,7 +175,7 @@ mod load {
         }
         on_cluster.shards = shards;
         let hubs = per_hub(&config, &a, &names, &seeds, &urls).await?;
-        let outage = outage(&config, &a, &b, &names, &mut cluster).await?;
+        let outage = outage(&config, &a, &b, &mut cluster).await?;
         a.close();
         b.close();
         drop(cluster);
@@ -292,44 +293,101 @@ mod load {
         }
     }
 
-    /// What one master down costs this process (A and B on the cluster), and how long its
+    /// What one master down costs this process, and the masters still up, and how long its
     /// channels take to publish again once it is back.
     struct Outage {
-        idle_cpu: f64,
-        down_cpu: f64,
-        window: Duration,
+        idle: Window,
+        down: Window,
         back_after: Duration,
+        resumed_after: Duration,
+        dead_channels: usize,
         streams: usize,
+    }
+
+    /// One window of the outage phase: this process's CPU, in cores, and the commands the
+    /// masters that stay up ran, by command.
+    struct Window {
+        secs: f64,
+        cpu: f64,
+        commands: BTreeMap<String, u64>,
+    }
+
+    impl Window {
+        fn per_second(&self) -> f64 {
+            self.commands.values().sum::<u64>() as f64 / self.secs
+        }
+
+        /// The eight commands run most, per second.
+        fn breakdown(&self) -> String {
+            let mut top: Vec<_> = self.commands.iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1));
+            let top: Vec<String> = top
+                .iter()
+                .take(8)
+                .map(|(command, calls)| format!("{command} {:.0}", **calls as f64 / self.secs))
+                .collect();
+            top.join(", ")
+        }
     }
 
     impl Outage {
         fn print(&self) {
             println!(
-                "\nOne master down (no replica), {} idle streams on B, one per channel: this \
-                 process (A + B) used {:.1}% of a core over {:?} while all was up, {:.1}% \
-                 while the master was down (the redis crate reconnecting, the recovery \
-                 rounds); once it was restarted, its channel published again after {:.1} s.",
+                "\nOne master down (no replica), {} idle streams on B, one per channel \
+                 ({:.0} s windows):\n\n\
+                 | | all up | one master down |\n|---|---:|---:|\n\
+                 | this process (A + B), % of a core | {:.1} | {:.1} |\n\
+                 | commands/s on the masters still up | {:.0} | {:.0} |\n\
+                 | of which, per second | {} | {} |\n\n\
+                 Once restarted, its channels published again after {:.1} s, and B's streams on \
+                 all {} of its channels had their next event {:.1} s after the restart.",
                 self.streams,
-                self.idle_cpu * 100.0,
-                self.window,
-                self.down_cpu * 100.0,
+                self.idle.secs,
+                self.idle.cpu * 100.0,
+                self.down.cpu * 100.0,
+                self.idle.per_second(),
+                self.down.per_second(),
+                self.idle.breakdown(),
+                self.down.breakdown(),
                 self.back_after.as_secs_f64(),
+                self.dead_channels,
+                self.resumed_after.as_secs_f64(),
             );
         }
     }
 
-    /// This process's CPU over `window`, in cores.
-    async fn cpu_over(window: Duration) -> f64 {
-        let before = process_cpu();
+    /// This process's CPU and the commands of the nodes of `admins` over `window`.
+    async fn observe(
+        window: Duration,
+        admins: &mut [redis::aio::MultiplexedConnection],
+    ) -> Result<Window, Error> {
+        let before = (process_cpu(), snapshot(admins).await?);
         tokio::time::sleep(window).await;
-        (process_cpu() - before) / window.as_secs_f64()
+        let after = (process_cpu(), snapshot(admins).await?);
+        let mut commands = BTreeMap::new();
+        for (b, a) in before.1.iter().zip(&after.1) {
+            for (name, calls) in &a.calls {
+                let delta = calls - b.calls.get(name).copied().unwrap_or(0);
+                if delta > 0 {
+                    *commands.entry(name.clone()).or_default() += delta;
+                }
+            }
+        }
+        Ok(Window {
+            secs: window.as_secs_f64(),
+            cpu: (after.0 - before.0) / window.as_secs_f64(),
+            commands,
+        })
     }
+
+    /// Channels of the outage phase, one stream each on B: enough that what the recovery
+    /// costs per channel shows.
+    const OUTAGE_CHANNELS: usize = 1_000;
 
     async fn outage(
         config: &Config,
         a: &Broker,
         b: &Broker,
-        names: &[String],
         cluster: &mut RedisCluster,
     ) -> Result<Outage, Error> {
         let window = if config.subscribers < 1_000 {
@@ -337,19 +395,43 @@ mod load {
         } else {
             Duration::from_secs(5)
         };
+        let names: Vec<String> = (0..OUTAGE_CHANNELS)
+            .map(|i| format!("outage.{i}"))
+            .collect();
         let mut streams = Vec::new();
-        for name in names {
+        for name in &names {
             streams.push(b.subscribe(&b.channel_rules().channels([name])?).await?);
         }
-        let idle_cpu = cpu_over(window).await;
         let master = cluster
             .node_for_slot(RedisCluster::slot_of(channel_key(&names[0])))
             .await;
+        let mut dead = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let owner = cluster
+                .node_for_slot(RedisCluster::slot_of(channel_key(name)))
+                .await;
+            if owner == master {
+                dead.push(i);
+            }
+        }
+        let mut admins = Vec::new();
+        for node in cluster.masters().await {
+            if node != master {
+                admins.push(
+                    redis::Client::open(format!("redis://{node}"))?
+                        .get_multiplexed_async_connection()
+                        .await?,
+                );
+            }
+        }
+        // The subscriptions' backfills done.
+        tokio::time::sleep(window).await;
+        let idle = observe(window, &mut admins).await?;
         eprintln!("cluster: killing master {master}");
         cluster.kill(master);
         // Its connections are found closed, and the recovery starts.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let down_cpu = cpu_over(window).await;
+        let down = observe(window, &mut admins).await?;
         cluster.restart(master).await;
         let back = Instant::now();
         bounded(
@@ -366,11 +448,34 @@ mod load {
             },
         )
         .await?;
+        let back_after = back.elapsed();
+        // An event on each of its channels; each of B's streams there gets it once its
+        // subscription is back (the event itself, or the backfill that follows it).
+        bounded(
+            "B's streams on its channels resuming",
+            config.phase,
+            async {
+                for &i in &dead {
+                    while a
+                        .publish(&names[i], Event::default().data(data('R')))
+                        .await
+                        .is_err()
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                for &i in &dead {
+                    streams[i].recv().await;
+                }
+            },
+        )
+        .await?;
         Ok(Outage {
-            idle_cpu,
-            down_cpu,
-            window,
-            back_after: back.elapsed(),
+            idle,
+            down,
+            back_after,
+            resumed_after: back.elapsed(),
+            dead_channels: dead.len(),
             streams: streams.len(),
         })
     }
