@@ -137,6 +137,12 @@ mod load {
 
     pub async fn main() -> Result<(), Error> {
         let quick = std::env::args().any(|arg| arg == "--quick");
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+        }
         let config = Config::new(quick);
         LazyLock::force(&BASE);
         let names: Vec<String> = (0..CHANNELS).map(|i| format!("load.{i}")).collect();
@@ -298,6 +304,11 @@ mod load {
     struct Outage {
         idle: Window,
         down: Window,
+        /// Publish-to-receive on a channel of another master, ms: p50, p99, count.
+        quiet: (f64, f64, usize),
+        pressed: (f64, f64, usize),
+        /// Each new stream on the master's channels: refused, and how long it took, ms.
+        refused: Vec<(bool, f64)>,
         back_after: Duration,
         resumed_after: Duration,
         dead_channels: usize,
@@ -339,6 +350,10 @@ mod load {
                  | this process (A + B), % of a core | {:.1} | {:.1} |\n\
                  | commands/s on the masters still up | {:.0} | {:.0} |\n\
                  | of which, per second | {} | {} |\n\n\
+                 While it was down, events on a channel of another master took {:.2} ms \
+                 (p50) / {:.2} ms (p99) from publish to B's stream ({} events); with {} tasks \
+                 opening new streams on its channels meanwhile ({} tries, {} refused, each \
+                 answered in {:.0} ms p50 / {:.0} ms p99), {:.2} / {:.2} ms ({} events).\n\n\
                  Once restarted, its channels published again after {:.1} s, and B's streams on \
                  all {} of its channels had their next event {:.1} s after the restart.",
                 self.streams,
@@ -349,11 +364,56 @@ mod load {
                 self.down.per_second(),
                 self.idle.breakdown(),
                 self.down.breakdown(),
+                self.quiet.0,
+                self.quiet.1,
+                self.quiet.2,
+                PRESSURE,
+                self.refused.len(),
+                self.refused.iter().filter(|(refused, _)| *refused).count(),
+                percentiles(self.refused.iter().map(|(_, ms)| *ms).collect()).0,
+                percentiles(self.refused.iter().map(|(_, ms)| *ms).collect()).1,
+                self.pressed.0,
+                self.pressed.1,
+                self.pressed.2,
                 self.back_after.as_secs_f64(),
                 self.dead_channels,
                 self.resumed_after.as_secs_f64(),
             );
         }
+    }
+
+    /// Tasks opening new streams on the master's channels while it is down.
+    const PRESSURE: usize = 4;
+
+    /// Publish-to-receive, ms (p50, p99, count), of events published on `channel` every 20 ms
+    /// for `window`, read from `stream`.
+    async fn healthy_latency(
+        a: &Broker,
+        channel: &str,
+        stream: &mut tower_sse::Subscription,
+        window: Duration,
+    ) -> Result<(f64, f64, usize), Error> {
+        let mut took = Vec::new();
+        let end = Instant::now() + window;
+        while Instant::now() < end {
+            let start = Instant::now();
+            a.publish(channel, Event::default().data(data('H'))).await?;
+            if std::env::var_os("LOAD_DEBUG").is_some() {
+                eprintln!("publish {:.1} ms", start.elapsed().as_secs_f64() * 1000.0);
+            }
+            bounded(
+                "an event on a healthy channel",
+                Duration::from_secs(30),
+                stream.recv(),
+            )
+            .await?
+            .ok_or("the stream ended")?;
+            took.push(start.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let count = took.len();
+        let (p50, p99) = percentiles(took);
+        Ok((p50, p99, count))
     }
 
     /// This process's CPU and the commands of the nodes of `admins` over `window`.
@@ -432,6 +492,54 @@ mod load {
         // Its connections are found closed, and the recovery starts.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let down = observe(window, &mut admins).await?;
+        // Streams on a healthy channel while new streams on the master's channels are refused.
+        let healthy = (0..names.len())
+            .find(|i| !dead.contains(i))
+            .ok_or("no channel on another master")?;
+        let mut doomed = Vec::new();
+        for k in 0.. {
+            let name = format!("refused.{k}");
+            if cluster
+                .node_for_slot(RedisCluster::slot_of(channel_key(&name)))
+                .await
+                == master
+            {
+                doomed.push(name);
+            }
+            if doomed.len() == 400 {
+                break;
+            }
+        }
+        eprintln!(
+            "cluster: a healthy channel, {}, while the master is down",
+            names[healthy]
+        );
+        let quiet = healthy_latency(a, &names[healthy], &mut streams[healthy], window).await?;
+        eprintln!("cluster: the same, with new streams on the master's channels refused");
+        let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pressing = Arc::new(AtomicUsize::new(0));
+        let mut pressure = Vec::new();
+        for worker in 0..PRESSURE {
+            let (b, doomed, refused, pressing) =
+                (b.clone(), doomed.clone(), refused.clone(), pressing.clone());
+            pressure.push(tokio::spawn(async move {
+                let mut k = worker;
+                while k < doomed.len() && pressing.load(Ordering::Relaxed) == 0 {
+                    let start = Instant::now();
+                    let channels = b.channel_rules().channels([&doomed[k]]).expect("a name");
+                    let outcome = b.subscribe(&channels).await;
+                    let took = start.elapsed().as_secs_f64() * 1000.0;
+                    refused.lock().unwrap().push((outcome.is_err(), took));
+                    k += PRESSURE;
+                }
+            }));
+        }
+        let pressed = healthy_latency(a, &names[healthy], &mut streams[healthy], window).await?;
+        pressing.store(1, Ordering::Relaxed);
+        for task in pressure {
+            bounded("the new streams", config.phase, task).await??;
+        }
+        let refused = std::mem::take(&mut *refused.lock().unwrap());
         cluster.restart(master).await;
         let back = Instant::now();
         bounded(
@@ -473,6 +581,9 @@ mod load {
         Ok(Outage {
             idle,
             down,
+            quiet,
+            pressed,
+            refused,
             back_after,
             resumed_after: back.elapsed(),
             dead_channels: dead.len(),

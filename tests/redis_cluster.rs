@@ -440,3 +440,102 @@ async fn a_moved_slot_is_followed() {
         "subscribed on the new owner"
     );
 }
+
+/// A master without a replica dies under an instance with streams on 600 channels, about a
+/// third of them on it, while clients keep asking for new streams on its channels: each is
+/// refused at once, told that the master is down (no command is sent for it, which would hold
+/// up every other command of the connection while the redis crate tries the node again), and
+/// the events of the other masters' channels keep coming, every one. Once the master is back,
+/// every stream on its channels gets its next event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_down_holds_up_no_other_channel() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+    let mut cluster = redis_cluster!(3, 0);
+    let a = connect(&cluster, 100).await;
+    let b = connect(&cluster, 100).await;
+    let names: Vec<String> = (0..600).map(|i| format!("many.{i}")).collect();
+    let mut owners = Vec::new();
+    for name in &names {
+        owners.push(
+            cluster
+                .node_for_slot(RedisCluster::slot_of(channel_key(name)))
+                .await,
+        );
+    }
+    let master = owners[0];
+    let mut streams = Vec::new();
+    for name in &names {
+        streams.push(Reader::subscribe(&b, name).await);
+    }
+    let healthy = owners
+        .iter()
+        .position(|o| *o != master)
+        .expect("another master");
+    let doomed: Vec<usize> = (0..names.len()).filter(|i| owners[*i] == master).collect();
+    eprintln!("{} of {} channels on {master}", doomed.len(), names.len());
+
+    cluster.kill(master);
+    // New streams on new channels (about a third on that master, refused), as fast as they
+    // are answered.
+    let pressing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut refusals = Vec::new();
+    for worker in 0..4 {
+        let (b, pressing) = (b.clone(), pressing.clone());
+        refusals.push(tokio::spawn(async move {
+            let mut reasons = Vec::new();
+            let mut k = 0;
+            while pressing.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("refused.{worker}.{k}");
+                k += 1;
+                if let Err(err) = b.subscribe(&channels(&b, &name)).await {
+                    reasons.push(err.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            reasons
+        }));
+    }
+    // Every event of a healthy channel arrives, in order.
+    for i in 0..20 {
+        let id = publish(&a, &names[healthy], &format!("h{i}")).await;
+        assert_eq!(streams[healthy].next().await, frame(&format!("h{i}"), &id));
+    }
+    pressing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut reasons = Vec::new();
+    for task in refusals {
+        reasons.extend(guard("the new streams", task).await.expect("a task"));
+    }
+    assert!(
+        !reasons.is_empty(),
+        "some new streams were on the master that is down"
+    );
+    // Told which master, whether it was found down already or not yet.
+    for reason in &reasons {
+        assert!(reason.contains(&master.to_string()), "{reason}");
+    }
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains(&format!("master {master} is down"))),
+        "{reasons:?}"
+    );
+
+    cluster.restart(master).await;
+    cluster.wait_ok().await;
+    for &i in &doomed {
+        let id = guard("publish once the master is back", async {
+            loop {
+                match a.publish(&names[i], Event::default().data("back")).await {
+                    Ok(id) => return id,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        })
+        .await;
+        assert_eq!(streams[i].next().await, frame("back", &id));
+    }
+}

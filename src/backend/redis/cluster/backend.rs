@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{AsyncCommands, Script, Value, cluster_async::ClusterConnection};
+use redis::Value;
 use tokio::{
     sync::{mpsc, oneshot},
     time::timeout,
@@ -18,6 +18,8 @@ use tokio::{
 use super::{
     Command,
     keys::{channel_key, clock_key, history_key, ids_key, lost_key, repeat_key, seq_key, slot},
+    lua::Lua,
+    nodes::Nodes,
 };
 use crate::{
     backend::{
@@ -43,8 +45,10 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// What the broker's side and the subscription task share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Shared {
+    /// Who owns which slots, and which masters are down.
+    pub(super) nodes: Nodes,
     /// Each channel subscribed here, and the last sequence number delivered on it.
     pub(super) marks: Mutex<HashMap<Arc<str>, u64>>,
     /// Each channel's epoch when this instance last looked: a shard that lost its data has
@@ -59,6 +63,30 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    pub(super) fn new(nodes: Nodes) -> Shared {
+        Shared {
+            nodes,
+            marks: Mutex::default(),
+            epochs: Mutex::default(),
+            recovering: AtomicBool::default(),
+            again: AtomicBool::default(),
+            failing: Mutex::default(),
+        }
+    }
+
+    /// Refuses a command for `channel` when its master is known to be down (see `nodes.rs`),
+    /// noting it as failing.
+    pub(super) fn refuse_if_down(&self, channel: &str) -> Result<(), String> {
+        match self.nodes.down_for(channel) {
+            Some(master) => {
+                let err = format!("its Redis Cluster master {master} is down");
+                self.answered(channel, Err(err.clone()));
+                Err(err)
+            }
+            None => Ok(()),
+        }
+    }
+
     pub(super) fn marks(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, u64>> {
         self.marks.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -103,12 +131,11 @@ const MAX_FAILING: usize = 64;
 
 /// The broker's side of the cluster backend.
 pub(crate) struct ClusterBackend {
-    pub(super) conn: ClusterConnection,
     pub(super) shared: Arc<Shared>,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) history: usize,
-    publish: Script,
-    replay: Script,
+    publish: Lua,
+    replay: Lua,
 }
 
 impl fmt::Debug for ClusterBackend {
@@ -121,18 +148,16 @@ impl fmt::Debug for ClusterBackend {
 
 impl ClusterBackend {
     pub(super) fn new(
-        conn: ClusterConnection,
         shared: Arc<Shared>,
         commands: mpsc::Sender<Command>,
         history: usize,
     ) -> ClusterBackend {
         ClusterBackend {
-            conn,
             shared,
             commands,
             history,
-            publish: Script::new(include_str!("../publish.lua")),
-            replay: Script::new(include_str!("../replay.lua")),
+            publish: Lua::new(include_str!("../publish.lua")),
+            replay: Lua::new(include_str!("../replay.lua")),
         }
     }
 
@@ -149,6 +174,8 @@ impl ClusterBackend {
             Some(id) => ("g", id),
             None => ("a", ""),
         };
+        // Surely not published: nothing was sent.
+        self.shared.refuse_if_down(channel)?;
         let seen = self.shared.marks().get(*channel).copied().unwrap_or(0);
         let mut invocation = self.publish.key(seq_key(channel));
         invocation
@@ -166,8 +193,7 @@ impl ClusterBackend {
             .arg(millis(REPEAT_WINDOW))
             .arg(millis(CLOCK_STEP))
             .arg("SPUBLISH");
-        let mut conn = self.conn.clone();
-        let published = connection::publish(invocation.invoke_async(&mut conn)).await;
+        let published = connection::publish(invocation.invoke(&self.shared.nodes, channel)).await;
         let outcome = published.as_ref().map(drop).map_err(ToString::to_string);
         self.shared.answered(channel, outcome);
         let (id, _seq, _repeat): (String, u64, u8) = published
@@ -199,8 +225,8 @@ impl ClusterBackend {
             .arg(self.history)
             .arg(budget)
             .arg(millis(HISTORY_TTL));
-        let mut conn = self.conn.clone();
-        let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke_async(&mut conn))
+        let nodes = &self.shared.nodes;
+        let reply: Vec<Value> = timeout(REQUEST_TIMEOUT, invocation.invoke(nodes, channel))
             .await
             .map_err(|_| format!("no answer from Redis Cluster within {REQUEST_TIMEOUT:?}"))??;
         let (_, mut replay) = read_replay(&reply, "Redis Cluster")?;
@@ -208,7 +234,9 @@ impl ClusterBackend {
             return Ok(replay);
         };
         // From before a loss of the shard's data: the events after it are gone.
-        let lost: Option<u64> = timeout(REQUEST_TIMEOUT, conn.get(lost_key(channel)))
+        let mut get = redis::cmd("GET");
+        get.arg(lost_key(channel));
+        let lost: Option<u64> = timeout(REQUEST_TIMEOUT, nodes.query(channel, &get))
             .await
             .map_err(|_| format!("no answer from Redis Cluster within {REQUEST_TIMEOUT:?}"))??;
         replay.complete &= lost.is_none_or(|floor| after > floor);

@@ -62,11 +62,23 @@
 //! shards go on. Run the cluster with `cluster-require-full-coverage no`: else Redis refuses
 //! every command while one shard is down.
 //!
+//! Only the sharded subscriptions go through the redis crate's cluster connection (their
+//! messages come back on it); every other command goes over a connection to the channel's
+//! master alone, by a map of the slots kept here. The crate holds back every command of a
+//! cluster connection while it recovers from one that failed, so commands for the channels of
+//! a master that is down held up those of the others: with 1,000 channels, events on the
+//! other masters' channels stopped for over 30 s. Once a connection closes, this instance
+//! probes the masters (`PING`, each on a connection of its own) before each round of
+//! subscribing again; while one is down, no command is sent for its channels: a publish or a
+//! new stream on one is refused at once, naming the master, and the rounds only probe it.
+//!
 //! URLs are `redis://[:password@]host:port` (`rediss://` for TLS with the feature
 //! `redis-tls`); a password is never logged.
 
 mod backend;
 mod keys;
+mod lua;
+mod nodes;
 mod task;
 
 use std::sync::{Arc, atomic::AtomicBool};
@@ -129,16 +141,23 @@ pub async fn connect(builder: BrokerBuilder, seeds: &[&str]) -> Result<Broker, C
         .push_sender(push_sender(queue, dropped.clone()))
         .build()
         .map_err(failed)?;
-    let conn = client.get_async_connection().await.map_err(failed)?;
-    let shared = Arc::new(Shared::default());
+    // The sharded subscriptions on the redis crate's cluster connection (the messages come
+    // back on it); every other command over a connection to its master alone (see `nodes.rs`).
+    let conns = task::Conns {
+        pubsub: client.get_async_connection().await.map_err(failed)?,
+    };
+    let nodes = nodes::Nodes::new(seeds).map_err(failed)?;
+    // The slots mapped from the start: a master found down later is known by its slots.
+    nodes.refresh().await;
+    let shared = Arc::new(Shared::new(nodes));
     let (commands, requests) = mpsc::channel(COMMANDS);
     let history = builder.get_history();
-    let backend = ClusterBackend::new(conn.clone(), shared.clone(), commands, history);
+    let backend = ClusterBackend::new(shared.clone(), commands, history);
     let pushes = Pushes {
         queue: receiver,
         dropped,
     };
     let (broker, inbound) = builder.build_on(Arc::new(backend));
-    tokio::spawn(task::run(conn, shared, requests, pushes, inbound));
+    tokio::spawn(task::run(conns, shared, requests, pushes, inbound));
     Ok(broker)
 }

@@ -18,7 +18,7 @@ use std::{
     },
 };
 
-use redis::{AsyncCommands, PushInfo, PushKind, Script, Value, cluster_async::ClusterConnection};
+use redis::{PushInfo, PushKind, Value, cluster_async::ClusterConnection};
 use tokio::{
     sync::{Notify, mpsc},
     time::timeout,
@@ -28,6 +28,7 @@ use super::{
     Command,
     backend::{HISTORY_TTL, Shared},
     keys::{channel_key, channel_name, epoch_key, history_key, lost_key, seq_key},
+    lua::Lua,
 };
 use crate::backend::{
     Gone, Inbound, Message,
@@ -74,9 +75,17 @@ pub(super) fn push_sender(
     }
 }
 
+/// The task's cluster connection, for `SSUBSCRIBE` and `SUNSUBSCRIBE` (the sharded messages
+/// come back on it). The channels' data (counters, epochs, histories) go through
+/// [`Nodes::query`](super::nodes::Nodes::query), a connection to each master alone.
+#[derive(Clone)]
+pub(super) struct Conns {
+    pub(super) pubsub: ClusterConnection,
+}
+
 /// Runs until the broker is gone.
 pub(super) async fn run(
-    mut conn: ClusterConnection,
+    mut conns: Conns,
     shared: Arc<Shared>,
     mut commands: mpsc::Receiver<Command>,
     mut pushes: Pushes,
@@ -85,18 +94,18 @@ pub(super) async fn run(
     loop {
         let step = tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => handle(&mut conn, &shared, command, &inbound).await,
+                Some(command) => handle(&mut conns, &shared, command, &inbound).await,
                 None => Err(Gone),
             },
             push = pushes.queue.recv() => match push {
-                Some(push) => pushed(&mut conn, &shared, push, &inbound).await,
+                Some(push) => pushed(&mut conns, &shared, push, &inbound).await,
                 None => Err(Gone),
             },
             () = pushes.dropped.1.notified() => {
                 pushes.dropped.0.store(false, Ordering::Release);
                 tracing::warn!("Redis Cluster pushes dropped; backfilling every channel");
                 let names: Vec<Arc<str>> = shared.marks().keys().cloned().collect();
-                backfill(&mut conn, &shared, &names, &inbound).await
+                backfill(&shared, &names, &inbound).await
             }
         };
         if step.is_err() {
@@ -106,17 +115,17 @@ pub(super) async fn run(
 }
 
 async fn handle(
-    conn: &mut ClusterConnection,
+    conns: &mut Conns,
     shared: &Shared,
     command: Command,
     inbound: &impl Inbound,
 ) -> Result<(), Gone> {
     match command {
         Command::Ensure { names, reply } => {
-            let subscribed = subscribe(conn, shared, &names).await;
+            let subscribed = subscribe(conns, shared, &names).await;
             let _ = reply.send(subscribed.clone());
             if subscribed.is_ok() {
-                backfill(conn, shared, &names, inbound).await?;
+                backfill(shared, &names, inbound).await?;
             }
         }
         Command::Release(name) => {
@@ -124,10 +133,15 @@ async fn handle(
             if inbound.has_channel(&name)? {
                 return Ok(());
             }
-            shared.marks().remove(&name);
+            let subscribed = shared.marks().remove(&name).is_some();
             shared.epochs().remove(&name);
             shared.answered(&name, Ok(()));
-            let unsubscribe = conn.sunsubscribe(channel_key(&name));
+            // Never subscribed (refused), or its master is down and took the subscription
+            // with it: no command, which would hold up the others (see `nodes.rs`).
+            if !subscribed || shared.nodes.down_for(&name).is_some() {
+                return Ok(());
+            }
+            let unsubscribe = conns.pubsub.sunsubscribe(channel_key(&name));
             if let Err(err) = bounded(unsubscribe).await {
                 tracing::debug!(%err, channel = &*name, "SUNSUBSCRIBE failed");
             }
@@ -138,20 +152,24 @@ async fn handle(
 
 /// Subscribes each channel on its shard, marked first at its counter: events after it come
 /// by the subscription or by the backfill that follows.
-async fn subscribe(
-    conn: &mut ClusterConnection,
-    shared: &Shared,
-    names: &[Arc<str>],
-) -> Result<(), String> {
+async fn subscribe(conns: &mut Conns, shared: &Shared, names: &[Arc<str>]) -> Result<(), String> {
     for name in names {
         if shared.marks().contains_key(name) {
             continue;
         }
-        let counter: Option<u64> = bounded(conn.get(seq_key(name))).await?;
+        shared.refuse_if_down(name)?;
+        let mut get = redis::cmd("GET");
+        get.arg(seq_key(name));
+        let counter: Option<u64> = bounded(shared.nodes.query(name, &get)).await?;
         shared.marks().insert(name.clone(), counter.unwrap_or(0));
-        let epoch = restore(conn, name, counter.unwrap_or(0)).await?;
+        let epoch = restore(shared, name, counter.unwrap_or(0)).await?;
         shared.epochs().insert(name.clone(), epoch);
-        if let Err(err) = bounded(conn.ssubscribe(channel_key(name))).await {
+        if let Err(err) = bounded(conns.pubsub.ssubscribe(channel_key(name))).await {
+            // Which master, for the refusal and `/readyz`.
+            let err = match shared.nodes.owner(name) {
+                Some((host, port)) => format!("master {host}:{port}: {err}"),
+                None => err,
+            };
             shared.marks().remove(name);
             shared.answered(name, Err(err.clone()));
             return Err(err);
@@ -162,7 +180,7 @@ async fn subscribe(
 }
 
 async fn pushed(
-    conn: &mut ClusterConnection,
+    conns: &mut Conns,
     shared: &Arc<Shared>,
     push: PushInfo,
     inbound: &impl Inbound,
@@ -188,7 +206,8 @@ async fn pushed(
                     // that failed). The history has them.
                     let mark = shared.marks().get(&channel).copied();
                     if mark.is_some_and(|mark| message.seq > mark + 1) {
-                        backfill(conn, shared, std::slice::from_ref(&channel), inbound).await?;
+                        let channel = std::slice::from_ref(&channel);
+                        backfill(shared, channel, inbound).await?;
                     }
                     deliver(shared, &channel, message, inbound)
                 }
@@ -204,8 +223,8 @@ async fn pushed(
             let Some(channel) = name(push.data.first()) else {
                 return Ok(());
             };
-            lost(conn, shared, &channel, inbound).await?;
-            backfill(conn, shared, &[channel], inbound).await
+            lost(conns, shared, &channel, inbound).await?;
+            backfill(shared, &[channel], inbound).await
         }
         // A node's connection closed (the node died, or a failover is under way). The redis
         // crate learns the new owners only when a command fails on the old one: probe each
@@ -213,13 +232,14 @@ async fn pushed(
         // own resubscription sends every sharded channel in one `SSUBSCRIBE`, which a cluster
         // refuses when they are on several slots).
         PushKind::Disconnection => {
-            start_recovery(conn, shared);
+            tracing::debug!("a Redis Cluster connection closed");
+            start_recovery(&conns.pubsub, shared);
             Ok(())
         }
         // The slot moved to another shard (a reshard): subscribe it there.
         PushKind::SUnsubscribe => match name(push.data.first()) {
             Some(channel) if shared.marks().contains_key(&channel) => {
-                resubscribe(conn, shared, &[channel]).await;
+                resubscribe(&mut conns.pubsub, shared, &[channel]).await;
                 Ok(())
             }
             _ => Ok(()),
@@ -235,7 +255,7 @@ async fn pushed(
 /// is told (a resume does not skip them). The counter is raised back to the old mark, so that
 /// ids go on upward from there.
 async fn lost(
-    conn: &mut ClusterConnection,
+    conns: &mut Conns,
     shared: &Arc<Shared>,
     channel: &Arc<str>,
     inbound: &impl Inbound,
@@ -243,13 +263,13 @@ async fn lost(
     let Some(mark) = shared.marks().get(channel).copied() else {
         return Ok(());
     };
-    let epoch = match restore(conn, channel, mark).await {
+    let epoch = match restore(shared, channel, mark).await {
         Ok(epoch) => epoch,
         Err(err) => {
             // Not known whether the shard lost its data: subscribe again (its confirmation
             // brings this check back) until it answers.
             tracing::warn!(%err, channel = &**channel, "reading the epoch failed");
-            start_recovery(conn, shared);
+            start_recovery(&conns.pubsub, shared);
             return Ok(());
         }
     };
@@ -270,7 +290,7 @@ async fn lost(
             .arg(mark)
             .arg("PX")
             .arg(u64::try_from(HISTORY_TTL.as_millis()).unwrap_or(u64::MAX));
-        if let Err(err) = bounded(floor.exec_async(conn)).await {
+        if let Err(err) = bounded(shared.nodes.query::<()>(channel, &floor)).await {
             tracing::warn!(%err, channel = &**channel, "could not record the loss");
         }
         inbound.data_lost()?;
@@ -280,12 +300,11 @@ async fn lost(
 
 /// Runs `restore.lua` on the channel's shard: sets its epoch if it has none, raises its
 /// counter to `seen`; returns the epoch.
-async fn restore(conn: &mut ClusterConnection, channel: &str, seen: u64) -> Result<String, String> {
-    static RESTORE: LazyLock<Script> =
-        LazyLock::new(|| Script::new(include_str!("../restore.lua")));
+async fn restore(shared: &Shared, channel: &str, seen: u64) -> Result<String, String> {
+    static RESTORE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../restore.lua")));
     let mut invocation = RESTORE.key(seq_key(channel));
     invocation.key(epoch_key(channel)).arg(seen).arg(token());
-    bounded(invocation.invoke_async(conn)).await
+    bounded(invocation.invoke(&shared.nodes, channel)).await
 }
 
 /// Subscribes `names` again, each on its own (so each goes to the shard that owns it now); the
@@ -304,6 +323,10 @@ async fn resubscribe(conn: &mut ClusterConnection, shared: &Shared, names: &[Arc
 fn start_recovery(conn: &ClusterConnection, shared: &Arc<Shared>) {
     shared.again.store(true, Ordering::Release);
     if !shared.recovering.swap(true, Ordering::AcqRel) {
+        // Probed at once, so that commands for the channels of a master that is down stop
+        // before the first round.
+        let probing = shared.clone();
+        tokio::spawn(async move { probing.nodes.refresh().await });
         tokio::spawn(recover(conn.clone(), shared.clone()));
     }
 }
@@ -311,32 +334,109 @@ fn start_recovery(conn: &ClusterConnection, shared: &Arc<Shared>) {
 /// After a node's connection closed: subscribes every channel again, each on its own and
 /// where it lives now, in rounds (a failed command makes the redis crate refresh its map of
 /// the slots, which may replace the connections of other nodes too, and their subscriptions
-/// with them), until a round subscribes every channel with no connection closed meanwhile.
-/// Redis's confirmations backfill the channels. Between rounds it waits [`PROBE_EVERY`],
-/// doubling up to [`PROBE_MAX`]. Its own task, so that the channels of the other shards are
-/// not held up meanwhile; it ends with the broker.
-async fn recover(mut conn: ClusterConnection, shared: Arc<Shared>) {
+/// with them, without a word), until a round subscribes every channel with no connection
+/// closed meanwhile. Redis's confirmations backfill the channels. Between rounds it waits
+/// [`PROBE_EVERY`], doubling up to [`PROBE_MAX`]. A round sends [`ROUND_WIDTH`] subscriptions
+/// at once, so that the channels of a node that is down, each waiting for its command to
+/// fail, don't hold up those of the nodes that are up. Its own task, so that the channels'
+/// events are not held up meanwhile; it ends with the broker.
+async fn recover(conn: ClusterConnection, shared: Arc<Shared>) {
+    use futures_util::StreamExt;
     let mut wait = PROBE_EVERY;
+    // What the next round subscribes: every channel, or those the last round could not.
+    let mut todo: Option<Vec<Arc<str>>> = None;
     // The broker's side and the main task hold it too, while the broker lives.
     while Arc::strong_count(&shared) > 1 {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(PROBE_MAX);
-        shared.again.store(false, Ordering::Release);
-        let names: Vec<Arc<str>> = shared.marks().keys().cloned().collect();
-        let mut done = true;
-        for name in &names {
-            if shared.marks().contains_key(name) {
-                let subscribed = bounded(conn.ssubscribe(channel_key(name))).await;
-                done &= subscribed.is_ok();
-                shared.answered(name, subscribed);
+        // A connection closed since the last round: its subscriptions are gone, and the redis
+        // crate may have replaced others with them; every channel again.
+        if shared.again.swap(false, Ordering::AcqRel) {
+            todo = None;
+        }
+        let down = shared.nodes.refresh().await;
+        let full = todo.is_none();
+        let names: Vec<Arc<str>> = match todo.take() {
+            Some(names) => names,
+            None => shared.marks().keys().cloned().collect(),
+        };
+        // By master: one channel first, and the others once it is subscribed, so that a
+        // master that is not ready yet (just back, still in its failover) gets one command a
+        // round, not one per channel (see `nodes.rs`); the masters at once.
+        let mut by_master: std::collections::HashMap<_, Vec<Arc<str>>> = Default::default();
+        for name in names {
+            if shared.marks().contains_key(&name) {
+                by_master
+                    .entry(shared.nodes.owner(&name))
+                    .or_default()
+                    .push(name);
             }
         }
-        if done && !shared.again.load(Ordering::Acquire) {
-            break;
+        let rounds = by_master.into_values().map(|names| {
+            let (conn, shared) = (conn.clone(), &shared);
+            async move {
+                // `Err`: the channel, and why it failed.
+                let subscribe = |name: Arc<str>| {
+                    let mut conn = conn.clone();
+                    async move {
+                        // No command for a channel whose master is down.
+                        shared
+                            .refuse_if_down(&name)
+                            .map_err(|err| (name.clone(), err))?;
+                        let subscribed = bounded(conn.ssubscribe(channel_key(&name))).await;
+                        shared.answered(&name, subscribed.clone());
+                        subscribed.map_err(|err| (name, err))
+                    }
+                };
+                let mut names = names.into_iter();
+                let Some(first) = names.next() else {
+                    return Vec::new();
+                };
+                if let Err((first, why)) = subscribe(first).await {
+                    // The others are as failing as the first, for `/readyz` too.
+                    let rest: Vec<Arc<str>> = names.collect();
+                    for name in &rest {
+                        shared.answered(name, Err(why.clone()));
+                    }
+                    return std::iter::once(first).chain(rest).collect();
+                }
+                futures_util::stream::iter(names)
+                    .map(subscribe)
+                    .buffer_unordered(ROUND_WIDTH)
+                    .filter_map(|done| std::future::ready(done.err().map(|(name, _)| name)))
+                    .collect::<Vec<_>>()
+                    .await
+            }
+        });
+        let failed: Vec<Arc<str>> = futures_util::future::join_all(rounds)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        tracing::debug!(
+            failed = failed.len(),
+            masters_down = down,
+            "Redis Cluster recovery round"
+        );
+        // While a master is down, the rounds go on (they only probe it then), so that what
+        // is known of it is never stale: its channels are refused only while it is down. The
+        // rounds between take only the channels that failed; the last one takes them all
+        // again, since the redis crate may have replaced a connection meanwhile, taking its
+        // subscriptions without a word (a failover does).
+        if failed.is_empty() && down == 0 && !shared.again.load(Ordering::Acquire) {
+            if full {
+                break;
+            }
+            todo = None;
+        } else {
+            todo = Some(failed);
         }
     }
     shared.recovering.store(false, Ordering::Release);
 }
+
+/// Subscriptions a recovery round sends at once.
+const ROUND_WIDTH: usize = 64;
 
 /// Delivers a message unless it was delivered already (at or below its channel's mark), or
 /// its channel is not subscribed here.
@@ -362,22 +462,17 @@ fn deliver(
 }
 
 /// Delivers what `names` have in their histories after their marks, in order per channel.
-async fn backfill(
-    conn: &mut ClusterConnection,
-    shared: &Shared,
-    names: &[Arc<str>],
-    inbound: &impl Inbound,
-) -> Result<(), Gone> {
+async fn backfill(shared: &Shared, names: &[Arc<str>], inbound: &impl Inbound) -> Result<(), Gone> {
     for name in names {
         let Some(mark) = shared.marks().get(name).copied() else {
             continue;
         };
-        let range = conn.xrange::<_, _, _, Vec<StreamEntry>>(
-            history_key(name),
-            format!("{}-0", mark + 1),
-            "+",
-        );
-        let entries = match bounded(range).await {
+        let mut range = redis::cmd("XRANGE");
+        range
+            .arg(history_key(name))
+            .arg(format!("{}-0", mark + 1))
+            .arg("+");
+        let entries = match bounded(shared.nodes.query::<Vec<StreamEntry>>(name, &range)).await {
             Ok(entries) => entries,
             Err(err) => {
                 // Told again when Redis confirms the subscription anew.
