@@ -398,9 +398,6 @@ mod load {
         while Instant::now() < end {
             let start = Instant::now();
             a.publish(channel, Event::default().data(data('H'))).await?;
-            if std::env::var_os("LOAD_DEBUG").is_some() {
-                eprintln!("publish {:.1} ms", start.elapsed().as_secs_f64() * 1000.0);
-            }
             bounded(
                 "an event on a healthy channel",
                 Duration::from_secs(30),
