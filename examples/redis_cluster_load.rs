@@ -212,14 +212,7 @@ mod load {
     ) -> Result<Vec<PerHub>, Error> {
         const HUB_COUNTS: [usize; 2] = [1, 10];
         let events = config.events / 3;
-        let mut admins = Vec::new();
-        for url in nodes {
-            admins.push(
-                redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await?,
-            );
-        }
+        let mut admins = admins(nodes).await?;
         let mut figures = Vec::new();
         for hubs in HUB_COUNTS {
             let delivered = Arc::new(AtomicU64::new(0));
@@ -691,14 +684,7 @@ mod load {
         nodes: &[String],
     ) -> Result<Figures, Error> {
         let mut figures = Figures::default();
-        let mut admins = Vec::new();
-        for url in nodes {
-            admins.push(
-                redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection()
-                    .await?,
-            );
-        }
+        let mut admins = admins(nodes).await?;
 
         // Histories filled: every measured publish trims one event, as in a steady state.
         let fill = config.history * CHANNELS;
@@ -840,6 +826,19 @@ mod load {
         // of 1/100 s on Linux.
         let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
         ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
+    }
+
+    /// A connection to each of `nodes` (URLs), for `INFO`.
+    async fn admins(nodes: &[String]) -> Result<Vec<redis::aio::MultiplexedConnection>, Error> {
+        let mut admins = Vec::new();
+        for url in nodes {
+            admins.push(
+                redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection()
+                    .await?,
+            );
+        }
+        Ok(admins)
     }
 
     struct Snapshot {
