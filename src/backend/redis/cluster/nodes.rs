@@ -310,3 +310,58 @@ fn address(info: &ConnectionInfo) -> Option<Addr> {
 fn failure(why: &str) -> RedisError {
     RedisError::from(std::io::Error::other(why.to_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_slots_range_reads() {
+        let range = Value::Array(vec![
+            Value::Int(0),
+            Value::Int(5460),
+            Value::Array(vec![
+                Value::BulkString(b"10.0.0.1".to_vec()),
+                Value::Int(7000),
+                Value::BulkString(b"id".to_vec()),
+            ]),
+            Value::Array(vec![
+                Value::BulkString(b"10.0.0.4".to_vec()),
+                Value::Int(7000),
+            ]),
+        ]);
+        assert_eq!(
+            read_range(&range),
+            Some((0, 5460, ("10.0.0.1".to_owned(), 7000)))
+        );
+        // Not a range: a slot out of bounds, a master without a port, not an array.
+        for bad in [
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(70_000),
+                Value::Array(vec![]),
+            ]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(1),
+                Value::Array(vec![Value::BulkString(b"h".to_vec())]),
+            ]),
+            Value::Int(3),
+        ] {
+            assert_eq!(read_range(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_channel_of_a_master_found_down_is_refused() {
+        let nodes = Nodes::new(&["redis://127.0.0.1:1"]).unwrap();
+        assert_eq!(nodes.down_for("a"), None, "nothing known yet");
+        let owner = ("127.0.0.1".to_owned(), 7001);
+        {
+            let mut state = nodes.state();
+            state.slots = vec![(0, 16_383, owner.clone())];
+            state.down.insert(owner);
+        }
+        assert_eq!(nodes.down_for("a").as_deref(), Some("127.0.0.1:7001"));
+    }
+}
