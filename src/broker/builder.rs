@@ -203,7 +203,9 @@ impl BrokerBuilder {
     /// told of the gap), instead of being taken for an id of this start. Set it for
     /// predictable ids (tests, a store of one's own that numbers events). Brokers on Redis
     /// take their ids from Redis and ignore it (not on flask-sse's Redis, which numbers
-    /// nothing: there each broker numbers the events it receives, from here).
+    /// nothing: there each broker numbers the events it receives, from here, and two brokers
+    /// started in the same millisecond would share a base and take each other's numbers for
+    /// their own: start them apart, or give each a base of its own).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
