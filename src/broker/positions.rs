@@ -28,7 +28,7 @@
 //! [`max_id_len`](super::BrokerBuilder::max_id_len) sends none (so a reconnect is told of the
 //! gap, never refused).
 
-use std::{fmt::Write as _, sync::Arc};
+use std::{fmt::Write, sync::Arc};
 
 use bytes::BytesMut;
 
@@ -105,17 +105,22 @@ impl Positions {
     /// The positions id.
     pub(super) fn id(&self) -> String {
         let mut id = String::with_capacity(longest(self.origins.len()));
-        let _ = write!(id, "{MARK}{:08x}", self.tag);
-        for origin in &self.origins {
-            let _ = write!(id, ".{origin}");
-        }
+        self.write_id(&mut id);
         id
     }
 
-    /// Appends the frame that tells the positions: `id: ...` and a blank line.
+    fn write_id(&self, out: &mut impl Write) {
+        let _ = write!(out, "{MARK}{:08x}", self.tag);
+        for origin in &self.origins {
+            let _ = write!(out, ".{origin}");
+        }
+    }
+
+    /// Appends the frame that tells the positions: `id: ...` and a blank line, written
+    /// straight into the batch's buffer (one per batch, no string of its own).
     pub(super) fn write_frame(&mut self, buf: &mut BytesMut) {
         buf.extend_from_slice(b"id: ");
-        buf.extend_from_slice(self.id().as_bytes());
+        self.write_id(buf);
         buf.extend_from_slice(b"\n\n");
         self.told = true;
     }

@@ -96,7 +96,9 @@ impl Nodes {
             let state = self.state();
             let mut known: Vec<Addr> = state.slots.iter().map(|(_, _, a)| a.clone()).collect();
             known.extend(self.seeds.iter().cloned());
-            known.dedup();
+            // Each tried once, the masters as last mapped first.
+            let mut seen = HashSet::new();
+            known.retain(|addr| seen.insert(addr.clone()));
             known
         };
         let mut slots = None;
